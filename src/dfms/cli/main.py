@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from dfms.cli.db import db_app
 from dfms.cli.debug import debug_app
+from dfms.cli.keys import keys_app
+from dfms.cli.serve import serve
+from dfms.cli.user import user_app
 
 app = typer.Typer(
     name="dfms",
@@ -12,6 +16,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.command("serve")(serve)
+app.add_typer(db_app, name="db")
+app.add_typer(user_app, name="user")
+app.add_typer(keys_app, name="keys")
 app.add_typer(debug_app, name="debug")
 
 

@@ -1,0 +1,87 @@
+"""The one place where exceptions become HTTP responses (the error envelope of the reference):
+``{"error": {"code": ..., "message": ..., "request_id": ...}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dfms.errors import DFMSError, RangeNotSatisfiable
+
+log = structlog.get_logger("dfms.api")
+
+_HTTP_CODES = {
+    400: "VALIDATION_FAILED",
+    401: "AUTH_TOKEN_MISSING",
+    403: "AUTH_FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMIT_EXCEEDED",
+}
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def envelope(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "request_id": request_id(request)}},
+        status_code=status,
+        headers=headers,
+    )
+
+
+async def _dfms_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DFMSError)
+    headers: dict[str, str] = {}
+    if isinstance(exc, RangeNotSatisfiable) and "size" in exc.details:
+        headers["Content-Range"] = f"bytes */{exc.details['size']}"
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if "retry_after" in exc.details:
+        headers["Retry-After"] = str(exc.details["retry_after"])
+    if exc.status >= 500:
+        log.error("request_failed", code=exc.code, error=exc.message, request_id=request_id(request))
+    return envelope(request, exc.status, exc.code, exc.message, headers)
+
+
+def _describe(errors: list[Any]) -> str:
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{loc or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return envelope(request, 400, "VALIDATION_FAILED", _describe(list(exc.errors())))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    return envelope(request, exc.status_code, code, message, dict(exc.headers or {}))
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled_error", request_id=request_id(request), exc_info=exc)
+    return envelope(request, 500, "INTERNAL_ERROR", "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DFMSError, _dfms_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,226 @@
+"""``/files`` and ``/storage``: upload, list, details, download, delete, usage."""
+
+from __future__ import annotations
+
+import mimetypes
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.requests import ClientDisconnect
+
+from dfms.api.deps import Ctx, CurrentUser
+from dfms.api.multipart import MultipartFileReader
+from dfms.api.schemas import ErrorResponse, FileEnvelope, FileListOut, FileOut, UsageOut
+from dfms.errors import FileTooLarge, RangeNotSatisfiable, UploadAborted, ValidationFailed
+from dfms.services.files import Download
+from dfms.services.names import validate_name
+from dfms.services.uploads import FileView
+
+router = APIRouter(tags=["files"])
+E = {
+    code: {"model": ErrorResponse}
+    for code in (400, 401, 404, 409, 413, 416, 429, 503)
+}
+
+
+def _out(v: FileView) -> FileOut:
+    return FileOut(
+        id=v.id,
+        name=v.name,
+        folder_id=v.folder_id,
+        size=v.size,
+        mime_type=v.mime_type,
+        checksum=v.checksum,
+        version=v.version,
+        chunk_count=v.chunk_count,
+        new_chunks=v.new_chunks,
+        dedup_chunks=v.dedup_chunks,
+        created_at=v.created_at,
+        updated_at=v.updated_at,
+    )
+
+
+def _header_text(request: Request, name: str) -> str | None:
+    """A header value as text: raw UTF-8 bytes (what curl sends) or RFC 8187 ``UTF-8''...``."""
+    raw = request.headers.get(name)
+    if raw is None:
+        return None
+    if raw.lower().startswith("utf-8''"):
+        return urllib.parse.unquote(raw[7:], errors="strict")
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError as exc:
+        raise ValidationFailed(f"{name} is not valid UTF-8") from exc
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    try:
+        async for piece in request.stream():
+            yield piece
+    except ClientDisconnect as exc:
+        raise UploadAborted() from exc
+
+
+@router.post(
+    "/files/upload",
+    status_code=201,
+    response_model=FileEnvelope,
+    responses=E,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "folder_id": {"type": "string", "format": "uuid"},
+                        },
+                    }
+                },
+            },
+        }
+    },
+    summary="Upload a file (raw body with X-File-Name, or multipart/form-data field `file`)",
+)
+async def upload(request: Request, ctx: Ctx, user: CurrentUser) -> FileEnvelope:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > ctx.settings.upload.max_size:
+        raise FileTooLarge(
+            f"file exceeds the maximum upload size of {ctx.settings.upload.max_size} bytes"
+        )
+    ctype = request.headers.get("content-type", "")
+    uploads = ctx.uploads
+    if ctype.lower().startswith("multipart/form-data"):
+        reader = MultipartFileReader(_body(request), ctype)
+        await reader.open()
+        name = reader.filename or ""
+        validate_name(name)
+        if "folder_id" in reader.fields:
+            await uploads.check_target(user.user_id, reader.fields["folder_id"] or None)
+        staged = await uploads.stage(user.user_id, reader.file_bytes())
+        folder = reader.fields.get("folder_id") or None
+        mime = reader.content_type
+    else:
+        name = _header_text(request, "x-file-name") or ""
+        validate_name(name)
+        folder = request.headers.get("x-folder-id") or None
+        await uploads.check_target(user.user_id, folder)
+        staged = await uploads.stage(user.user_id, _body(request))
+        mime = ctype.split(";")[0].strip() or None
+        if mime in (None, "application/x-www-form-urlencoded"):
+            mime = None
+    if mime in (None, "", "application/octet-stream"):
+        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    view = await uploads.commit(user.user_id, staged, name=name, folder_id=folder, mime_type=mime)
+    return FileEnvelope(file=_out(view))
+
+
+@router.get("/files", response_model=FileListOut, responses=E)
+async def list_files(
+    ctx: Ctx,
+    user: CurrentUser,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> FileListOut:
+    p = await ctx.files.list(user.user_id, page, page_size)
+    return FileListOut(
+        files=[_out(v) for v in p.items],
+        total=p.total,
+        page=p.page,
+        page_size=p.page_size,
+        total_pages=p.total_pages,
+    )
+
+
+@router.get("/files/{file_id}", response_model=FileEnvelope, responses=E)
+async def get_file(file_id: str, ctx: Ctx, user: CurrentUser) -> FileEnvelope:
+    return FileEnvelope(file=_out(await ctx.files.get(user.user_id, file_id)))
+
+
+@router.delete("/files/{file_id}", status_code=204, responses=E)
+async def delete_file(file_id: str, ctx: Ctx, user: CurrentUser) -> Response:
+    await ctx.files.delete(user.user_id, file_id)
+    return Response(status_code=204)
+
+
+def content_disposition(name: str) -> str:
+    """RFC 6266: an ASCII fallback plus the exact UTF-8 name in ``filename*``."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    quoted = urllib.parse.quote(name, safe="")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quoted}"
+
+
+async def download_response(
+    ctx: Ctx, d: Download, range_header: str | None, if_none_match: str | None
+) -> Response:
+    headers = {
+        "ETag": d.etag,
+        "Accept-Ranges": "bytes",
+        "X-Checksum-SHA256": d.sha256,
+        "Content-Disposition": content_disposition(d.name),
+        "Last-Modified": d.modified.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        "Cache-Control": "private, no-cache",
+    }
+    if if_none_match is not None and (
+        if_none_match.strip() == "*" or d.etag in [t.strip() for t in if_none_match.split(",")]
+    ):
+        return Response(status_code=304, headers=headers)
+    try:
+        rng = ctx.files.resolve_range(range_header, d.size)
+    except RangeNotSatisfiable as exc:
+        raise RangeNotSatisfiable(size=d.size) from exc
+    start, end = rng if rng else (0, d.size - 1)
+    status = 206 if rng else 200
+    if rng:
+        headers["Content-Range"] = f"bytes {start}-{end}/{d.size}"
+    headers["Content-Length"] = str(max(0, end - start + 1))
+    body = ctx.files.stream(d, start, end)
+    # Fetch and verify the first chunk before committing to a 200: a file with no readable
+    # replica then gets a clean 503 instead of a truncated body.
+    first = b""
+    try:
+        first = await anext(body)
+    except StopAsyncIteration:
+        pass
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for piece in body:
+            yield piece
+
+    return StreamingResponse(rest(), status_code=status, headers=headers, media_type=d.mime_type)
+
+
+@router.get(
+    "/files/{file_id}/download",
+    responses={
+        **E,
+        200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes"},
+        206: {"description": "The requested byte range"},
+        304: {"description": "Not modified (If-None-Match)"},
+    },
+    response_class=Response,
+)
+async def download(
+    file_id: str,
+    ctx: Ctx,
+    user: CurrentUser,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    d = await ctx.files.open_download(user.user_id, file_id)
+    return await download_response(ctx, d, range_header, if_none_match)
+
+
+@router.get("/storage/usage", response_model=UsageOut, responses=E, tags=["storage"])
+async def usage(ctx: Ctx, user: CurrentUser) -> UsageOut:
+    u = await ctx.files.usage(user.user_id)
+    return UsageOut(used=u.used, quota=u.quota, available=u.available, used_pct=u.used_pct)

@@ -1,0 +1,283 @@
+"""The upload pipeline (the hot path).
+
+body stream -> size/quota guard -> content-defined chunker + SHA-256 (threads, see
+:mod:`dfms.chunking`) -> batched dedup lookup -> new chunks written to their ring owners in
+parallel (bounded) -> ``sync`` of the stores -> ONE transaction: version, manifest, reference
+counts, replicas, usage. Nothing is visible before that transaction commits; bytes written by an
+upload that never commits are orphans that GC reclaims after its grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+
+from dfms.chunking import Chunk, ChunkParams, ChunkPipeline
+from dfms.errors import (
+    FileTooLarge,
+    FolderNotFound,
+    NameConflict,
+    QuotaExceeded,
+)
+from dfms.metadata.db import Database
+from dfms.metadata.models import Entry, Version, utcnow
+from dfms.metadata.repositories import (
+    ChunkRepository,
+    EntryRepository,
+    ManifestRepository,
+    UserRepository,
+    VersionRepository,
+)
+from dfms.services.names import parse_id, validate_name
+from dfms.storage.cluster import ReplicatedStore
+
+#: Chunks looked up in the metadata DB at once for dedup.
+LOOKUP_BATCH = 16
+DEFAULT_MIME = "application/octet-stream"
+
+
+@dataclass(slots=True)
+class StagedContent:
+    """Content whose chunks are all durably stored, not yet referenced by any table."""
+
+    size: int = 0
+    sha256: str = ""
+    #: Ordered manifest: (hash, offset, length).
+    chunks: list[tuple[str, int, int]] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)
+    #: Replicas of chunks this upload wrote: hash -> node ids.
+    written: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def new_chunks(self) -> int:
+        return len(self.written)
+
+    @property
+    def dedup_chunks(self) -> int:
+        return len(self.chunks) - len(self.written)
+
+
+@dataclass(frozen=True, slots=True)
+class FileView:
+    id: uuid.UUID
+    name: str
+    folder_id: uuid.UUID | None
+    size: int
+    mime_type: str
+    checksum: str
+    version: int
+    chunk_count: int
+    new_chunks: int
+    dedup_chunks: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class _Guard:
+    """Counts body bytes; refuses the upload the moment it crosses the size cap or the quota."""
+
+    def __init__(self, max_size: int, quota_left: int) -> None:
+        self.max_size = max_size
+        self.quota_left = quota_left
+        self.seen = 0
+
+    async def wrap(self, source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for piece in source:
+            if not piece:
+                continue
+            self.seen += len(piece)
+            if self.seen > self.max_size:
+                raise FileTooLarge(f"file exceeds the maximum upload size of {self.max_size} bytes")
+            if self.seen > self.quota_left:
+                raise QuotaExceeded()
+            yield piece
+
+
+class UploadService:
+    def __init__(
+        self,
+        db: Database,
+        store: ReplicatedStore,
+        params: ChunkParams,
+        *,
+        max_size: int,
+        write_concurrency: int = 8,
+        executor: Executor | None = None,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.params = params
+        self.max_size = max_size
+        self.write_concurrency = write_concurrency
+        self.executor = executor
+
+    async def check_target(self, user_id: uuid.UUID, folder_id: str | uuid.UUID | None) -> None:
+        """Fail fast (before reading the body) on a folder that is not the user's."""
+        async with self.db.read() as s:
+            await self._folder(EntryRepository(s), user_id, folder_id)
+
+    async def quota_left(self, user_id: uuid.UUID) -> int:
+        async with self.db.read() as s:
+            user = await UserRepository(s).get(user_id)
+        if user is None:
+            return 0
+        return max(0, user.quota_bytes - user.used_bytes)
+
+    async def stage(self, user_id: uuid.UUID, source: AsyncIterable[bytes]) -> StagedContent:
+        """Chunk, dedup and durably store the body; return what the commit needs."""
+        guard = _Guard(self.max_size, await self.quota_left(user_id))
+        pipeline = ChunkPipeline(self.params, executor=self.executor)
+        staged = StagedContent()
+        slots = asyncio.Semaphore(self.write_concurrency)
+        writing: dict[str, asyncio.Task[list[str]]] = {}
+        pending: list[Chunk] = []
+
+        async def write(c: Chunk) -> list[str]:
+            try:
+                return await self.store.put(c.sha256, c.data)
+            finally:
+                slots.release()
+
+        async def flush() -> None:
+            hashes = [c.sha256 for c in pending if c.sha256 not in staged.sizes]
+            known: dict[str, list[str]] = {}
+            if hashes:
+                async with self.db.read() as s:
+                    known = await ChunkRepository(s).stored(hashes)
+            for c in pending:
+                if c.sha256 in staged.sizes:
+                    continue
+                staged.sizes[c.sha256] = c.length
+                if c.sha256 in known:
+                    continue
+                await slots.acquire()
+                writing[c.sha256] = asyncio.create_task(write(c))
+            pending.clear()
+
+        try:
+            async for c in pipeline.chunks(guard.wrap(source)):
+                staged.chunks.append((c.sha256, c.offset, c.length))
+                pending.append(c)
+                if len(pending) >= LOOKUP_BATCH:
+                    await flush()
+            await flush()
+            for h, task in writing.items():
+                staged.written[h] = await task
+        finally:
+            for task in writing.values():
+                if not task.done():
+                    task.cancel()
+            if writing:
+                await asyncio.gather(*writing.values(), return_exceptions=True)
+        await self.store.sync()
+        staged.size = pipeline.size
+        staged.sha256 = pipeline.sha256
+        return staged
+
+    async def commit(
+        self,
+        user_id: uuid.UUID,
+        staged: StagedContent,
+        *,
+        name: str,
+        folder_id: str | uuid.UUID | None,
+        mime_type: str | None,
+    ) -> FileView:
+        """Make the staged content visible as a new file or a new version, atomically."""
+        name = validate_name(name)
+        mime = (mime_type or DEFAULT_MIME)[:255]
+        for attempt in range(3):
+            try:
+                return await self._commit_once(user_id, staged, name, folder_id, mime)
+            except IntegrityError:
+                if attempt == 2:
+                    raise NameConflict() from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _commit_once(
+        self,
+        user_id: uuid.UUID,
+        staged: StagedContent,
+        name: str,
+        folder_id: str | uuid.UUID | None,
+        mime: str,
+    ) -> FileView:
+        async with self.db.write() as s:
+            entries = EntryRepository(s)
+            users = UserRepository(s)
+            user = await users.lock(user_id)
+            if user is None:
+                raise FolderNotFound()
+            if user.used_bytes + staged.size > user.quota_bytes:
+                raise QuotaExceeded()
+            folder = await self._folder(entries, user_id, folder_id)
+            entry = await entries.by_name(user_id, folder.id, name, for_update=True)
+            if entry is not None and entry.kind != "file":
+                raise NameConflict("a folder with this name already exists")
+            now = utcnow()
+            if entry is None:
+                entry = await entries.add(
+                    Entry(
+                        owner_id=user_id,
+                        parent_id=folder.id,
+                        kind="file",
+                        name=name,
+                        size=staged.size,
+                        mime_type=mime,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            manifest = await ManifestRepository(s).create(staged.size, staged.sha256, staged.chunks)
+            chunks = ChunkRepository(s)
+            await chunks.add_refs(Counter(h for h, _, _ in staged.chunks), staged.sizes)
+            await chunks.add_replicas(staged.written)
+            versions = VersionRepository(s)
+            version = await versions.add(
+                Version(
+                    entry_id=entry.id,
+                    number=await versions.next_number(entry.id),
+                    manifest_id=manifest.id,
+                    size=staged.size,
+                    sha256=staged.sha256,
+                    mime_type=mime,
+                    chunk_count=len(staged.chunks),
+                    new_chunks=staged.new_chunks,
+                    created_at=now,
+                )
+            )
+            await entries.set_current(entry, version, updated_at=now)
+            await users.add_used_bytes(user_id, staged.size)
+            return FileView(
+                id=entry.id,
+                name=entry.name,
+                folder_id=entry.parent_id,
+                size=version.size,
+                mime_type=mime,
+                checksum=version.sha256,
+                version=version.number,
+                chunk_count=version.chunk_count,
+                new_chunks=staged.new_chunks,
+                dedup_chunks=staged.dedup_chunks,
+                created_at=entry.created_at,
+                updated_at=now,
+            )
+
+    @staticmethod
+    async def _folder(
+        entries: EntryRepository, user_id: uuid.UUID, folder_id: str | uuid.UUID | None
+    ) -> Entry:
+        if folder_id is None or folder_id == "":
+            root = await entries.root(user_id)
+        else:
+            root = await entries.get(user_id, parse_id(folder_id, FolderNotFound), "folder")
+        if root is None:
+            raise FolderNotFound()
+        return root

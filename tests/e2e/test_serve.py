@@ -1,0 +1,142 @@
+"""``dfms serve`` as a real process: crash safety, clean shutdown, multi-node replication."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.server import ServerProcess
+
+pytestmark = pytest.mark.slow
+API = "/api/v1"
+
+
+def register(url: str, email: str = "demo@example.com") -> dict[str, str]:
+    r = httpx.post(
+        f"{url}{API}/auth/register",
+        json={"email": email, "password": "securepass123", "display_name": "Demo"},
+    )
+    assert r.status_code == 201, r.text
+    return {"Authorization": f"Bearer {r.json()['tokens']['access_token']}"}
+
+
+def login(url: str, email: str = "demo@example.com") -> dict[str, str]:
+    r = httpx.post(
+        f"{url}{API}/auth/login", json={"email": email, "password": "securepass123"}
+    )
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['tokens']['access_token']}"}
+
+
+def put(url: str, auth: dict[str, str], name: str, data: bytes) -> dict[str, object]:
+    r = httpx.post(
+        f"{url}{API}/files/upload",
+        content=data,
+        headers={**auth, "X-File-Name": name, "Content-Type": "application/octet-stream"},
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    return dict(r.json()["file"])
+
+
+def test_sigkill_mid_upload_leaves_no_partial_file(tmp_path: Path) -> None:
+    """A server killed (SIGKILL) in the middle of a large upload restarts with no partial file
+    listed and every earlier file intact."""
+    data_dir = tmp_path / "data"
+    early = os.urandom(3 * 1024 * 1024)
+    sent = threading.Event()
+    with ServerProcess(data_dir) as server:
+        auth = register(server.url)
+        early_file = put(server.url, auth, "early.bin", early)
+
+        def body() -> Iterator[bytes]:
+            block = os.urandom(1024 * 1024)
+            for i in range(2000):  # up to 2 GiB; the kill comes long before
+                if i == 40:
+                    sent.set()
+                yield block
+
+        def client() -> None:
+            try:
+                httpx.post(
+                    f"{server.url}{API}/files/upload",
+                    content=body(),
+                    headers={**auth, "X-File-Name": "big.bin",
+                             "Content-Type": "application/octet-stream"},
+                    timeout=120,
+                )
+            except httpx.HTTPError:
+                pass
+
+        t = threading.Thread(target=client, daemon=True)
+        t.start()
+        assert sent.wait(60), "upload did not start"
+        server.kill()
+        t.join(60)
+
+    with ServerProcess(data_dir) as server:
+        auth = login(server.url)
+        files = httpx.get(f"{server.url}{API}/files", headers=auth).json()
+        assert [f["name"] for f in files["files"]] == ["early.bin"]
+        r = httpx.get(f"{server.url}{API}/files/{early_file['id']}/download", headers=auth)
+        assert r.status_code == 200 and hashlib.sha256(r.content).digest() == hashlib.sha256(early).digest()
+
+
+def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
+    """SIGTERM stops the server with exit status 0."""
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        assert server.stop() == 0
+    finally:
+        server.__exit__(None, None, None)
+
+
+def test_three_nodes_replication_two(tmp_path: Path) -> None:
+    """--nodes 3 --replication 2 puts every chunk on two node directories; downloads survive the
+    loss of one node's files."""
+    data_dir = tmp_path / "data"
+    data = os.urandom(6 * 1024 * 1024)
+    with ServerProcess(data_dir, "--nodes", "3", "--replication", "2") as server:
+        auth = register(server.url)
+        f = put(server.url, auth, "r.bin", data)
+        nodes = sorted((data_dir / "nodes").iterdir())
+        assert len(nodes) == 3
+        copies: dict[str, int] = {}
+        for n in nodes:
+            for p in n.rglob("*"):
+                if p.is_file() and len(p.name) == 64:
+                    copies[p.name] = copies.get(p.name, 0) + 1
+        assert len(copies) == f["chunk_count"] and set(copies.values()) == {2}
+        # Lose one node's chunk files entirely: every chunk still has a verified replica.
+        for p in nodes[0].rglob("*"):
+            if p.is_file():
+                p.unlink()
+        r = httpx.get(f"{server.url}{API}/files/{f['id']}/download", headers=auth, timeout=60)
+        assert r.status_code == 200 and r.content == data
+
+
+def test_invalid_config_fails_at_start(tmp_path: Path) -> None:
+    """Invalid configuration stops `dfms serve` at once with a message naming the key."""
+    import subprocess
+    import sys
+
+    dfms = Path(sys.executable).with_name("dfms")
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("storage:\n  replication: 5\n")
+    started = time.monotonic()
+    res = subprocess.run(
+        [str(dfms), "serve", "--config", str(cfg), "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2
+    assert "storage" in res.stderr and "replication" in res.stderr
+    assert time.monotonic() - started < 60

@@ -1,0 +1,18 @@
+"""Helpers shared by the auth unit tests."""
+
+from __future__ import annotations
+
+START = 1_800_000_000.0
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
