@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.server import ServerProcess, free_port  # noqa: E402
+from tests.e2e.server import ServerProcess, free_port
 
 CURL = shutil.which("curl")
 
@@ -44,25 +44,47 @@ def timed(cmd: list[str]) -> tuple[float, str]:
 
 def curl_upload(url: str, token: str, path: Path, name: str) -> tuple[float, dict[str, object]]:
     assert CURL, "curl is needed for the HTTP benchmark"
-    dt, out = timed([
-        CURL, "-sS", "-X", "POST", f"{url}/api/v1/files/upload",
-        "-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/octet-stream",
-        "-H", f"X-File-Name: {name}", "-H", "Expect:", "--data-binary", f"@{path}",
-    ])
+    dt, out = timed(
+        [
+            CURL,
+            "-sS",
+            "-X",
+            "POST",
+            f"{url}/api/v1/files/upload",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-H",
+            f"X-File-Name: {name}",
+            "-H",
+            "Expect:",
+            "--data-binary",
+            f"@{path}",
+        ]
+    )
     return dt, json.loads(out)["file"]
 
 
 def curl_download(url: str, token: str, file_id: str, out: Path) -> float:
     assert CURL
-    dt, _ = timed([
-        CURL, "-sS", "-f", f"{url}/api/v1/files/{file_id}/download",
-        "-H", f"Authorization: Bearer {token}", "-o", str(out),
-    ])
+    dt, _ = timed(
+        [
+            CURL,
+            "-sS",
+            "-f",
+            f"{url}/api/v1/files/{file_id}/download",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "-o",
+            str(out),
+        ]
+    )
     return dt
 
 
 class _Discard(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         left = int(self.headers.get("Content-Length", "0"))
         while left:
             left -= len(self.rfile.read(min(left, 1 << 20)))
@@ -80,8 +102,19 @@ def plain_upload(path: Path) -> float:
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         assert CURL
-        dt, _ = timed([CURL, "-sS", "-X", "POST", f"http://127.0.0.1:{port}/", "-H", "Expect:",
-                       "--data-binary", f"@{path}"])
+        dt, _ = timed(
+            [
+                CURL,
+                "-sS",
+                "-X",
+                "POST",
+                f"http://127.0.0.1:{port}/",
+                "-H",
+                "Expect:",
+                "--data-binary",
+                f"@{path}",
+            ]
+        )
         return dt
     finally:
         srv.shutdown()
@@ -121,8 +154,14 @@ def main() -> None:
         with ServerProcess(tmpd / "data") as server:
             import httpx
 
-            r = httpx.post(f"{server.url}/api/v1/auth/register", json={
-                "email": "bench@example.com", "password": "benchpass123", "display_name": "B"})
+            r = httpx.post(
+                f"{server.url}/api/v1/auth/register",
+                json={
+                    "email": "bench@example.com",
+                    "password": "benchpass123",
+                    "display_name": "B",
+                },
+            )
             token = r.json()["tokens"]["access_token"]
             t_up, f = curl_upload(server.url, token, src, "a.bin")
             t_re, f2 = curl_upload(server.url, token, src, "b.bin")
@@ -139,10 +178,14 @@ def main() -> None:
         print(f"file: {args.size_mib} MiB random bytes")
         print(f"  baseline openssl dgst -sha256      {mb / t_ssl:8.0f} MB/s")
         print(f"  baseline plain HTTP upload (curl)  {mb / t_plain:8.0f} MB/s")
-        print(f"  dfms upload (new content)          {mb / t_up:8.0f} MB/s   "
-              f"chunks={f['chunk_count']} new={f['new_chunks']}")
-        print(f"  dfms re-upload (all dedup)         {mb / t_re:8.0f} MB/s   "
-              f"new={f2['new_chunks']}  speed-up x{t_up / t_re:.2f}")
+        print(
+            f"  dfms upload (new content)          {mb / t_up:8.0f} MB/s   "
+            f"chunks={f['chunk_count']} new={f['new_chunks']}"
+        )
+        print(
+            f"  dfms re-upload (all dedup)         {mb / t_re:8.0f} MB/s   "
+            f"new={f2['new_chunks']}  speed-up x{t_up / t_re:.2f}"
+        )
         print(f"  dfms download (verified)           {mb / t_down:8.0f} MB/s   size ok={ok}")
         if rss:
             print(f"  gateway peak RSS during {args.rss_mib} MiB upload: {rss / (1 << 20):.0f} MiB")

@@ -17,8 +17,13 @@ def main() -> None:
     args = ap.parse_args()
     runs = [
         [str(HERE / "bench_chunking.py"), "--size-mib", "8" if args.smoke else "256"],
-        [str(HERE / "bench_http.py"), "--size-mib", "8" if args.smoke else "512",
-         "--rss-mib", "0" if args.smoke else "2048"],
+        [
+            str(HERE / "bench_http.py"),
+            "--size-mib",
+            "8" if args.smoke else "512",
+            "--rss-mib",
+            "0" if args.smoke else "2048",
+        ],
     ]
     for cmd in runs:
         print(f"== {Path(cmd[0]).name}", flush=True)

@@ -7,6 +7,7 @@ they find the database, keys and nodes the same way.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,14 +54,16 @@ class AppContext:
     async def open(cls, settings: Settings, *, migrate: bool = True) -> AppContext:
         """Build every resource. ``migrate`` applies pending migrations (embedded mode)."""
         db = Database.from_url(
-            settings.database_url, echo=settings.database.echo, pool_size=settings.database.pool_size
+            settings.database_url,
+            echo=settings.database.echo,
+            pool_size=settings.database.pool_size,
         )
         try:
             if migrate:
                 await upgrade(db)
             keys_dir = settings.keys_dir
-            await _to_thread(ensure_keys, keys_dir)
-            keyring = await _to_thread(load_keyring, keys_dir)
+            await asyncio.to_thread(ensure_keys, keys_dir)
+            keyring = await asyncio.to_thread(load_keyring, keys_dir)
             a = settings.auth
             tokens = TokenService(
                 keyring,
@@ -109,9 +112,7 @@ class AppContext:
                 store=store,
                 repair=repair,
                 executor=executor,
-                users=UserService(
-                    db, tokens, hasher, default_quota=settings.upload.default_quota
-                ),
+                users=UserService(db, tokens, hasher, default_quota=settings.upload.default_quota),
                 uploads=UploadService(
                     db,
                     store,
@@ -131,9 +132,3 @@ class AppContext:
             await s.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         await self.db.dispose()
-
-
-async def _to_thread(fn, *args):  # type: ignore[no-untyped-def]
-    import asyncio
-
-    return await asyncio.to_thread(fn, *args)

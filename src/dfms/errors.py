@@ -186,7 +186,7 @@ class ChunkCorrupt(StorageError):
 
 
 class ChunkHashMismatch(StorageError):
-    """Bytes handed to ``put`` do not hash to the claimed id (a caller bug or a corrupted transfer)."""
+    """Bytes handed to ``put`` do not hash to the claimed id (caller bug or corrupt transfer)."""
 
     code = "CHUNK_HASH_MISMATCH"
     status = 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -28,9 +29,7 @@ def register(url: str, email: str = "demo@example.com") -> dict[str, str]:
 
 
 def login(url: str, email: str = "demo@example.com") -> dict[str, str]:
-    r = httpx.post(
-        f"{url}{API}/auth/login", json={"email": email, "password": "securepass123"}
-    )
+    r = httpx.post(f"{url}{API}/auth/login", json={"email": email, "password": "securepass123"})
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['tokens']['access_token']}"}
 
@@ -64,16 +63,17 @@ def test_sigkill_mid_upload_leaves_no_partial_file(tmp_path: Path) -> None:
                 yield block
 
         def client() -> None:
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 httpx.post(
                     f"{server.url}{API}/files/upload",
                     content=body(),
-                    headers={**auth, "X-File-Name": "big.bin",
-                             "Content-Type": "application/octet-stream"},
+                    headers={
+                        **auth,
+                        "X-File-Name": "big.bin",
+                        "Content-Type": "application/octet-stream",
+                    },
                     timeout=120,
                 )
-            except httpx.HTTPError:
-                pass
 
         t = threading.Thread(target=client, daemon=True)
         t.start()
@@ -86,7 +86,10 @@ def test_sigkill_mid_upload_leaves_no_partial_file(tmp_path: Path) -> None:
         files = httpx.get(f"{server.url}{API}/files", headers=auth).json()
         assert [f["name"] for f in files["files"]] == ["early.bin"]
         r = httpx.get(f"{server.url}{API}/files/{early_file['id']}/download", headers=auth)
-        assert r.status_code == 200 and hashlib.sha256(r.content).digest() == hashlib.sha256(early).digest()
+        assert (
+            r.status_code == 200
+            and hashlib.sha256(r.content).digest() == hashlib.sha256(early).digest()
+        )
 
 
 def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:

@@ -68,8 +68,16 @@ async def test_upload_download_roundtrip_and_dedup(client: httpx.AsyncClient, ct
     assert r.status_code == 201, r.text
     f = r.json()["file"]
     assert set(f) >= {
-        "id", "name", "size", "mime_type", "checksum", "version", "chunk_count",
-        "new_chunks", "dedup_chunks", "created_at",
+        "id",
+        "name",
+        "size",
+        "mime_type",
+        "checksum",
+        "version",
+        "chunk_count",
+        "new_chunks",
+        "dedup_chunks",
+        "created_at",
     }
     assert f["size"] == len(data) and f["checksum"] == hashlib.sha256(data).hexdigest()
     assert f["chunk_count"] > 1 and f["new_chunks"] == f["chunk_count"] and f["dedup_chunks"] == 0
@@ -114,7 +122,9 @@ async def test_repeated_chunk_counts_every_occurrence(client: httpx.AsyncClient,
 
     auth = await register(client)
     data = bytes(65536 * 8)  # zeros: identical chunks
-    expected = Counter(c.sha256 for c in iter_file_chunks(io.BytesIO(data), chunk_params(ctx.settings)))
+    expected = Counter(
+        c.sha256 for c in iter_file_chunks(io.BytesIO(data), chunk_params(ctx.settings))
+    )
     assert max(expected.values()) > 1
     f = (await upload(client, auth, data)).json()["file"]
     assert f["chunk_count"] == sum(expected.values())
@@ -152,7 +162,9 @@ async def test_multipart_upload(client: httpx.AsyncClient) -> None:
 async def test_multipart_without_file_field(client: httpx.AsyncClient) -> None:
     """A multipart body with no `file` field is a 400, not a 500."""
     auth = await register(client)
-    r = await client.post(f"{API}/files/upload", headers=auth, data={"other": "x"}, files={"nope": ("a", b"b")})
+    r = await client.post(
+        f"{API}/files/upload", headers=auth, data={"other": "x"}, files={"nope": ("a", b"b")}
+    )
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "VALIDATION_FAILED"
 
@@ -196,7 +208,7 @@ async def test_range_requests(client: httpx.AsyncClient) -> None:
 async def test_non_ascii_name_content_disposition(client: httpx.AsyncClient) -> None:
     """A non-ASCII name round-trips and is sent per RFC 6266 (filename*)."""
     auth = await register(client)
-    name = "résumé 2024 – 東京.pdf"
+    name = "résumé 2024 東京.pdf"
     r = await client.post(
         f"{API}/files/upload",
         content=b"%PDF-1.4 test",
@@ -215,7 +227,9 @@ async def test_list_get_delete_usage(client: httpx.AsyncClient) -> None:
     auth = await register(client)
     ids = []
     for i in range(3):
-        ids.append((await upload(client, auth, os.urandom(1000), name=f"f{i}")).json()["file"]["id"])
+        ids.append(
+            (await upload(client, auth, os.urandom(1000), name=f"f{i}")).json()["file"]["id"]
+        )
     r = await client.get(f"{API}/files", params={"page": 1, "page_size": 2}, headers=auth)
     body = r.json()
     assert body["total"] == 3 and body["total_pages"] == 2 and len(body["files"]) == 2
@@ -257,9 +271,9 @@ async def test_bad_file_names_rejected(client: httpx.AsyncClient, ctx: Any, name
         # h11 refuses such header bytes and httpx percent-escapes them in forms: build the
         # multipart body by hand so the server really receives the raw byte.
         body = (
-            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\""
+            b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="'
             + name.encode()
-            + b"\"\r\nContent-Type: application/octet-stream\r\n\r\ndata\r\n--XyZ--\r\n"
+            + b'"\r\nContent-Type: application/octet-stream\r\n\r\ndata\r\n--XyZ--\r\n'
         )
         r = await client.post(
             f"{API}/files/upload",
@@ -369,11 +383,17 @@ async def test_register_login_refresh(client: httpx.AsyncClient) -> None:
         json={"email": "demo@example.com", "password": "securepass123", "display_name": "D"},
     )
     assert r.status_code == 409 and r.json()["error"]["code"] == "AUTH_USER_EXISTS"
-    r = await client.post(f"{API}/auth/login", json={"email": "DEMO@example.com", "password": "nope-nope"})
+    r = await client.post(
+        f"{API}/auth/login", json={"email": "DEMO@example.com", "password": "nope-nope"}
+    )
     assert r.status_code == 401 and r.json()["error"]["code"] == "AUTH_INVALID_CREDENTIALS"
-    r = await client.post(f"{API}/auth/login", json={"email": "nobody@example.com", "password": "nope-nope"})
+    r = await client.post(
+        f"{API}/auth/login", json={"email": "nobody@example.com", "password": "nope-nope"}
+    )
     assert r.status_code == 401 and r.json()["error"]["code"] == "AUTH_INVALID_CREDENTIALS"
-    r = await client.post(f"{API}/auth/login", json={"email": "demo@example.com", "password": "securepass123"})
+    r = await client.post(
+        f"{API}/auth/login", json={"email": "demo@example.com", "password": "securepass123"}
+    )
     assert r.status_code == 200 and r.json()["user"]["role"] == "user"
     rt = r.json()["tokens"]["refresh_token"]
     r1 = await client.post(f"{API}/auth/refresh", json={"refresh_token": rt})
@@ -382,7 +402,9 @@ async def test_register_login_refresh(client: httpx.AsyncClient) -> None:
     assert new_rt != rt
     # Reusing the retired token revokes the family: the new one stops working too.
     assert (await client.post(f"{API}/auth/refresh", json={"refresh_token": rt})).status_code == 401
-    assert (await client.post(f"{API}/auth/refresh", json={"refresh_token": new_rt})).status_code == 401
+    assert (
+        await client.post(f"{API}/auth/refresh", json={"refresh_token": new_rt})
+    ).status_code == 401
     # An access token is not a refresh token.
     at = r1.json()["tokens"]["access_token"]
     assert (await client.post(f"{API}/auth/refresh", json={"refresh_token": at})).status_code == 401

@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
     app = FastAPI(
         title="DFMS",
         version=__version__,
-        description="Distributed file storage with content-defined chunking, dedup and replication.",
+        description="Distributed file storage: content-defined chunking, dedup, replication.",
         lifespan=lifespan,
         docs_url="/docs",
         openapi_url="/openapi.json",

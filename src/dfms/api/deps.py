@@ -8,8 +8,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from dfms.context import AppContext
 from dfms.auth.tokens import parse_bearer
+from dfms.context import AppContext
 from dfms.errors import AuthTokenInvalid
 
 

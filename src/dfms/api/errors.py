@@ -51,7 +51,9 @@ async def _dfms_error(request: Request, exc: Exception) -> JSONResponse:
     if "retry_after" in exc.details:
         headers["Retry-After"] = str(exc.details["retry_after"])
     if exc.status >= 500:
-        log.error("request_failed", code=exc.code, error=exc.message, request_id=request_id(request))
+        log.error(
+            "request_failed", code=exc.code, error=exc.message, request_id=request_id(request)
+        )
     return envelope(request, exc.status, exc.code, exc.message, headers)
 
 

@@ -120,12 +120,23 @@ class Chunker:
         self.finished = False
 
     def cut(self, blocks: Iterable[BytesLike]) -> list[Span]:
-        """Append ``blocks`` and return the spans that became final (possibly none)."""
+        """Append ``blocks`` and return the spans that became final (possibly none).
+
+        ``bytes`` and read-only ``memoryview`` blocks are kept by reference until cut: do not
+        change their underlying memory (``memoryview(bytearray).toreadonly()`` would allow it).
+        Writable buffers (``bytearray``, writable views) are copied, so they can be reused.
+        """
         if self.finished:
             raise RuntimeError("chunker already finished")
         for block in blocks:
             size = _nbytes(block)
             if size:
+                # bytes and read-only views are kept as they are (zero-copy); a writable buffer
+                # may be reused by the caller, so it is copied now
+                if not isinstance(block, bytes) and not (
+                    isinstance(block, memoryview) and block.readonly
+                ):
+                    block = bytes(block)
                 self._pieces.append(block)
                 self.buffered += size
         self.peak_buffered = max(self.peak_buffered, self.buffered)
@@ -181,4 +192,3 @@ def cut_buffer(data: BytesLike, params: ChunkParams | None = None) -> list[Chunk
     """Chunk a whole in-memory buffer (the same boundaries as streaming it)."""
     chunker = make_chunker(params)
     return [hash_span(span) for span in chunker.cut_final((data,))]
-

@@ -58,6 +58,20 @@ class ChunkParams:
                     field=name,
                     value=value,
                 )
+        if self.min_size >= self.avg_size:
+            raise ValidationFailed(
+                f"chunking min_size={self.min_size} must be smaller than avg_size={self.avg_size}",
+                field="min_size",
+                value=self.min_size,
+            )
+        if self.avg_size >= self.max_size:
+            raise ValidationFailed(
+                f"chunking max_size={self.max_size} must be larger than avg_size={self.avg_size}",
+                field="max_size",
+                value=self.max_size,
+            )
+        for name in ("min_size", "avg_size", "max_size"):
+            value = getattr(self, name)
             low, high = BOUNDS[name]
             if not low <= value <= high:
                 raise ValidationFailed(
@@ -65,17 +79,3 @@ class ChunkParams:
                     field=name,
                     value=value,
                 )
-        if self.min_size >= self.avg_size:
-            raise ValidationFailed(
-                f"chunking min_size={self.min_size} must be smaller than "
-                f"avg_size={self.avg_size}",
-                field="min_size",
-                value=self.min_size,
-            )
-        if self.avg_size >= self.max_size:
-            raise ValidationFailed(
-                f"chunking max_size={self.max_size} must be larger than "
-                f"avg_size={self.avg_size}",
-                field="max_size",
-                value=self.max_size,
-            )

@@ -121,9 +121,7 @@ class _FileLane:
     def _pump(self) -> None:
         if self._running is None and self._queue and self._error is None:
             self._running_spans = self._queue.popleft()
-            self._running = self._jobs.submit(
-                _update_file_hash, self._hasher, self._running_spans
-            )
+            self._running = self._jobs.submit(_update_file_hash, self._hasher, self._running_spans)
             self._running.add_done_callback(self._on_done)
 
     def _on_done(self, job: asyncio.Future[None]) -> None:

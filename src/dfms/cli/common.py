@@ -14,11 +14,17 @@ from dfms.errors import DFMSError
 
 DataDirOpt = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Data directory (embedded layout). Default ./data.", show_default=False),
+    typer.Option(
+        "--data-dir", help="Data directory (embedded layout). Default ./data.", show_default=False
+    ),
 ]
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", help="YAML configuration file (see configs/dfms.example.yaml).", show_default=False),
+    typer.Option(
+        "--config",
+        help="YAML configuration file (see configs/dfms.example.yaml).",
+        show_default=False,
+    ),
 ]
 
 
@@ -27,9 +33,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def settings_from(
-    data_dir: Path | None, config: Path | None, **overrides: Any
-) -> Settings:
+def settings_from(data_dir: Path | None, config: Path | None, **overrides: Any) -> Settings:
     """Load settings or exit with a one-line error naming the bad key."""
     merged: dict[str, Any] = dict(overrides)
     if data_dir is not None:

@@ -59,7 +59,9 @@ def run_server(settings: Settings) -> None:
 def serve(
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
-    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
     nodes: Annotated[
         int | None, typer.Option("--nodes", help="Number of local storage node directories.")

@@ -16,7 +16,9 @@ user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 @user_app.command("create")
 def create(
     email: Annotated[str, typer.Argument(help="Email address of the new account.")],
-    admin: Annotated[bool, typer.Option("--admin", help="Give the account the admin role.")] = False,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="Give the account the admin role.")
+    ] = False,
     display_name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,

@@ -2,9 +2,9 @@
 
 Reference counting: a *manifest* (ordered list of chunks) is shared by every version that has the
 same content by construction (rollback reuses it), and counts those versions in
-``manifests.ref_count``. Each chunk's ``ref_count`` counts its occurrences in live manifests (a chunk
-repeated three times in one manifest counts three). A manifest whose count reaches zero is deleted
-and releases its chunk occurrences; a chunk whose count reaches zero is left for GC.
+``manifests.ref_count``. Each chunk's ``ref_count`` counts its occurrences in live manifests (a
+chunk repeated three times in one manifest counts three). A manifest whose count reaches zero is
+deleted and releases its chunk occurrences; a chunk whose count reaches zero is left for GC.
 """
 
 from __future__ import annotations

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,9 +33,13 @@ from dfms.metadata.models import (
 BATCH = 500
 
 
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
 def _insert(session: AsyncSession, table: Any) -> Any:
     """A dialect-specific INSERT that supports ``on_conflict_*``."""
-    if session.bind.dialect.name == "postgresql":
+    if _dialect(session) == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
 
@@ -146,7 +150,9 @@ class EntryRepository:
         self, owner_id: uuid.UUID, *, offset: int, limit: int
     ) -> tuple[list[Entry], int]:
         where = and_(Entry.owner_id == owner_id, Entry.kind == "file", Entry.deleted_at.is_(None))
-        total = (await self.s.execute(select(func.count()).select_from(Entry).where(where))).scalar_one()
+        total = (
+            await self.s.execute(select(func.count()).select_from(Entry).where(where))
+        ).scalar_one()
         stmt = (
             select(Entry)
             .where(where)
@@ -231,7 +237,7 @@ class ManifestRepository:
             for i, (h, o, n) in enumerate(chunks)
         ]
         for batch in _batches(rows):
-            await self.s.execute(ManifestChunk.__table__.insert(), list(batch))
+            await self.s.execute(insert(ManifestChunk), list(batch))
         return manifest
 
     async def add_ref(self, manifest_id: uuid.UUID, delta: int = 1) -> None:
@@ -254,9 +260,11 @@ class ManifestRepository:
         if remaining is None or remaining > 0:
             return None
         occurrences: Counter[str] = Counter()
-        stmt = select(ManifestChunk.chunk_hash, func.count()).where(
-            ManifestChunk.manifest_id == manifest_id
-        ).group_by(ManifestChunk.chunk_hash)
+        stmt = (
+            select(ManifestChunk.chunk_hash, func.count())
+            .where(ManifestChunk.manifest_id == manifest_id)
+            .group_by(ManifestChunk.chunk_hash)
+        )
         for h, n in (await self.s.execute(stmt)).all():
             occurrences[h] = int(n)
         await self.s.execute(delete(ManifestChunk).where(ManifestChunk.manifest_id == manifest_id))
@@ -337,19 +345,17 @@ class ChunkRepository:
         by_count: dict[int, list[str]] = {}
         for h, n in occurrences.items():
             by_count.setdefault(n, []).append(h)
+        # Two-argument max() is SQLite's scalar maximum; PostgreSQL calls it greatest().
+        floor = func.max if _dialect(self.s) == "sqlite" else func.greatest
         for n, hashes in sorted(by_count.items()):
             for batch in _batches(sorted(hashes)):
                 await self.s.execute(
                     update(Chunk)
                     .where(Chunk.hash.in_(batch))
-                    .values(ref_count=func.max(Chunk.ref_count - n, 0))
-                    if self.s.bind.dialect.name == "sqlite"
-                    else update(Chunk)
-                    .where(Chunk.hash.in_(batch))
-                    .values(ref_count=func.greatest(Chunk.ref_count - n, 0))
+                    .values(ref_count=floor(Chunk.ref_count - n, 0))
                 )
 
-    async def add_replicas(self, replicas: dict[str, Sequence[str]]) -> None:
+    async def add_replicas(self, replicas: Mapping[str, Sequence[str]]) -> None:
         rows = [
             {"chunk_hash": h, "node_id": n, "created_at": utcnow()}
             for h, nodes in sorted(replicas.items())
@@ -413,13 +419,13 @@ class RepairRepository:
             await self.s.execute(stmt.on_conflict_do_nothing())
 
     async def count(self) -> int:
-        return int((await self.s.execute(select(func.count()).select_from(RepairTask))).scalar_one())
+        return int(
+            (await self.s.execute(select(func.count()).select_from(RepairTask))).scalar_one()
+        )
 
     async def drop_replicas(self, items: Sequence[tuple[str, str]]) -> None:
         """Forget replicas that a read found missing or corrupt."""
         if not items:
             return
-        conds = [
-            and_(ChunkReplica.chunk_hash == h, ChunkReplica.node_id == n) for h, n in items
-        ]
+        conds = [and_(ChunkReplica.chunk_hash == h, ChunkReplica.node_id == n) for h, n in items]
         await self.s.execute(delete(ChunkReplica).where(or_(*conds)))

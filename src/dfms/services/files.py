@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -114,7 +114,7 @@ class FileService:
             )
             return _view(entry, version)
 
-    async def list(self, user_id: uuid.UUID, page: int, page_size: int) -> Page:
+    async def list_files(self, user_id: uuid.UUID, page: int, page_size: int) -> Page:
         async with self.db.read() as s:
             rows, total = await EntryRepository(s).list_files(
                 user_id, offset=(page - 1) * page_size, limit=page_size
@@ -158,13 +158,27 @@ class FileService:
             versions = VersionRepository(s)
             v: Version | None
             if version is None:
-                v = await versions.get(entry.current_version_id) if entry.current_version_id else None
+                v = (
+                    await versions.get(entry.current_version_id)
+                    if entry.current_version_id
+                    else None
+                )
             else:
-                v = next((x for x in await versions.list_for_entry(entry.id) if x.number == version), None)
+                v = next(
+                    (x for x in await versions.list_for_entry(entry.id) if x.number == version),
+                    None,
+                )
             if v is None:
                 raise VersionNotFound() if version is not None else FileNotFound()
             return Download(
-                entry.id, entry.name, v.number, v.manifest_id, v.size, v.sha256, v.mime_type, v.created_at
+                entry.id,
+                entry.name,
+                v.number,
+                v.manifest_id,
+                v.size,
+                v.sha256,
+                v.mime_type,
+                v.created_at,
             )
 
     @staticmethod
@@ -234,7 +248,7 @@ class FileService:
 
     async def _rows(
         self, manifest_id: uuid.UUID, start: int, end: int
-    ) -> AsyncIterator[tuple[ManifestRow, list[str]]]:
+    ) -> AsyncGenerator[tuple[ManifestRow, list[str]]]:
         after = -1
         while True:
             async with self.db.read() as s:

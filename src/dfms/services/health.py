@@ -13,17 +13,17 @@ if TYPE_CHECKING:
     from dfms.context import AppContext
 
 
-async def readiness(ctx: AppContext, timeout: float = 2.0) -> tuple[bool, dict[str, str]]:
+async def readiness(ctx: AppContext, probe_timeout: float = 2.0) -> tuple[bool, dict[str, str]]:
     checks: dict[str, str] = {}
     try:
-        await asyncio.wait_for(ctx.db.ping(), timeout)
+        await asyncio.wait_for(ctx.db.ping(), probe_timeout)
         checks["database"] = "ok"
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     healthy = 0
     for node_id, store in ctx.stores.items():
         try:
-            await asyncio.wait_for(store.stat(), timeout)
+            await asyncio.wait_for(store.stat(), probe_timeout)
             checks[f"node:{node_id}"] = "ok"
             healthy += 1
         except (DFMSError, OSError, TimeoutError) as exc:

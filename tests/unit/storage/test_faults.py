@@ -57,7 +57,9 @@ async def _drain(store: FaultyStore) -> list[str]:
     return [i.hash async for i in store.iterate()]
 
 
-async def test_corrupt_get_returns_flipped_bytes(faulty: FaultyStore, make_chunk: MakeChunk) -> None:
+async def test_corrupt_get_returns_flipped_bytes(
+    faulty: FaultyStore, make_chunk: MakeChunk
+) -> None:
     h, data = make_chunk(3)
     await faulty.put(h, data)
     faulty.inject("get", Fault.CORRUPT)

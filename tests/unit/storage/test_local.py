@@ -132,9 +132,7 @@ async def test_iterate_ignores_misplaced_and_foreign_files(
     assert [i.hash async for i in store.iterate()] == [h]
 
 
-async def test_put_over_a_truncated_file_rewrites_it(
-    tmp_path: Path, make_chunk: MakeChunk
-) -> None:
+async def test_put_over_a_truncated_file_rewrites_it(tmp_path: Path, make_chunk: MakeChunk) -> None:
     """A crash in batch mode can leave a renamed but empty file: the next put repairs it."""
     before_crash = await LocalDirStore.open(tmp_path, fsync="never")
     h, data = make_chunk(5)

@@ -5,11 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from dfms.api.deps import Ctx
-from dfms.api.schemas import AuthOut, ErrorResponse, LoginIn, RefreshIn, RefreshOut, RegisterIn, TokensOut, UserOut
+from dfms.api.schemas import (
+    AuthOut,
+    LoginIn,
+    RefreshIn,
+    RefreshOut,
+    RegisterIn,
+    TokensOut,
+    UserOut,
+    error_responses,
+)
 from dfms.services.users import Session
 
 router = APIRouter(prefix="/auth", tags=["auth"])
-ERR = {400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 409: {"model": ErrorResponse}}
+ERR = error_responses(400, 401, 409)
 
 
 def _tokens(session: Session) -> TokensOut:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -13,17 +14,14 @@ from starlette.requests import ClientDisconnect
 
 from dfms.api.deps import Ctx, CurrentUser
 from dfms.api.multipart import MultipartFileReader
-from dfms.api.schemas import ErrorResponse, FileEnvelope, FileListOut, FileOut, UsageOut
+from dfms.api.schemas import FileEnvelope, FileListOut, FileOut, UsageOut, error_responses
 from dfms.errors import FileTooLarge, RangeNotSatisfiable, UploadAborted, ValidationFailed
 from dfms.services.files import Download
 from dfms.services.names import validate_name
 from dfms.services.uploads import FileView
 
 router = APIRouter(tags=["files"])
-E = {
-    code: {"model": ErrorResponse}
-    for code in (400, 401, 404, 409, 413, 416, 429, 503)
-}
+E = error_responses(400, 401, 404, 409, 413, 416, 429, 503)
 
 
 def _out(v: FileView) -> FileOut:
@@ -129,7 +127,7 @@ async def list_files(
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> FileListOut:
-    p = await ctx.files.list(user.user_id, page, page_size)
+    p = await ctx.files.list_files(user.user_id, page, page_size)
     return FileListOut(
         files=[_out(v) for v in p.items],
         total=p.total,
@@ -185,10 +183,8 @@ async def download_response(
     # Fetch and verify the first chunk before committing to a 200: a file with no readable
     # replica then gets a clean 503 instead of a truncated body.
     first = b""
-    try:
+    with contextlib.suppress(StopAsyncIteration):
         first = await anext(body)
-    except StopAsyncIteration:
-        pass
 
     async def rest() -> AsyncIterator[bytes]:
         if first:
