@@ -143,3 +143,34 @@ def test_invalid_config_fails_at_start(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "storage" in res.stderr and "replication" in res.stderr
     assert time.monotonic() - started < 60
+
+
+def test_corrupt_chunk_mid_file_aborts_download(tmp_path: Path) -> None:
+    """RF 1: a chunk in the middle of a file that no longer verifies aborts the response: the
+    client gets a short body (a protocol error), every byte it got is correct, and no byte of the
+    corrupt chunk is ever sent."""
+    data_dir = tmp_path / "data"
+    data = os.urandom(12 * 1024 * 1024)
+    with ServerProcess(data_dir) as server:
+        auth = register(server.url)
+        f = put(server.url, auth, "c.bin", data)
+        assert int(str(f["chunk_count"])) >= 3
+        # Find the chunk holding the last byte and flip one of its bytes on disk.
+        import io
+
+        from dfms.chunking import ChunkParams, iter_file_chunks
+
+        last = list(iter_file_chunks(io.BytesIO(data), ChunkParams()))[-1]
+        path = next(p for p in (data_dir / "nodes").rglob(last.sha256))
+        raw = bytearray(path.read_bytes())
+        raw[5] ^= 0xFF
+        path.write_bytes(bytes(raw))
+        received = bytearray()
+        with pytest.raises(httpx.HTTPError), httpx.stream(
+            "GET", f"{server.url}{API}/files/{f['id']}/download", headers=auth, timeout=60
+        ) as r:
+            assert r.status_code == 200
+            for piece in r.iter_bytes():
+                received += piece
+        assert len(received) <= last.offset
+        assert data.startswith(bytes(received))

@@ -12,14 +12,16 @@ chunk can be ``min_size - 1`` bytes long. The expected chunk size is about ``min
 
 from __future__ import annotations
 
+from typing import Final, Literal
+
 from pyfastcdc import FastCDC
 
 from dfms.chunking.params import ChunkParams
 
 #: normalized chunking level used by every DFMS deployment; never change it
-NORMALIZED_CHUNKING = 1
+NORMALIZED_CHUNKING: Final[Literal[1]] = 1
 #: gear table seed; 0 selects the reference gear table; never change it
-GEAR_SEED = 0
+GEAR_SEED: Final = 0
 
 
 class FastCDCCutter:

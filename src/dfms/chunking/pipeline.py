@@ -25,9 +25,10 @@ their results are dropped, and a private pool's threads then exit. Nothing is lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import Future as ConcurrentFuture
 from typing import Any, Final, TypeVar
@@ -63,10 +64,9 @@ class _Jobs:
         self._live.add(job)
 
         def done(job: ConcurrentFuture[T]) -> None:  # runs in the worker thread (or here)
-            try:
+            # a closed loop raises RuntimeError: nobody waits for this result any more
+            with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._settle, job, waiter)
-            except RuntimeError:  # the loop is closed: nobody waits for this any more
-                pass
 
         job.add_done_callback(done)
         return waiter
@@ -168,8 +168,8 @@ class ChunkPipeline:
 
     ``chunks(source)`` yields :class:`Chunk` s; once it has been iterated to the end, ``size`` is
     the stream's length and ``sha256`` the lowercase hex SHA-256 of the whole stream (``""``
-    until then, and always with ``file_hash=False``). Boundaries are exactly those of :func:`make_chunker` for the same
-    bytes and params. One stream at a time per instance.
+    until then, and always with ``file_hash=False``). Boundaries are exactly those of
+    :func:`make_chunker` for the same bytes and params. One stream at a time per instance.
     """
 
     def __init__(
@@ -197,7 +197,7 @@ class ChunkPipeline:
         #: largest number of chunks cut but not yet yielded
         self.peak_pending = 0
 
-    async def chunks(self, source: AsyncIterable[BytesLike]) -> AsyncIterator[Chunk]:
+    async def chunks(self, source: AsyncIterable[BytesLike]) -> AsyncGenerator[Chunk, None]:
         """Yield the hashed chunks of ``source`` in stream order."""
         if self._busy:
             raise RuntimeError("this ChunkPipeline is already chunking a stream")

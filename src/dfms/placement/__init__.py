@@ -1,1 +1,5 @@
+"""Placement: which storage nodes hold which chunk (consistent hashing, pure)."""
 
+from dfms.placement.ring import HashRing, NodeInfo, NodeState
+
+__all__ = ["HashRing", "NodeInfo", "NodeState"]

@@ -21,6 +21,7 @@ One process owns a root directory at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import shutil
@@ -302,12 +303,9 @@ class LocalDirStore:
             self._made(path, leaf)
         finally:
             if not renamed:
-                try:
+                # The original error matters more; ``open`` sweeps whatever is left.
+                with contextlib.suppress(OSError):
                     os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    pass  # the original error matters more; ``open`` sweeps leftovers
 
     def _made(self, path: str, leaf: str) -> None:
         """Record or perform the durability work for a chunk file now at ``path``."""
@@ -458,8 +456,9 @@ class LocalDirStore:
             usage = await asyncio.to_thread(shutil.disk_usage, self._root)
         except OSError as exc:
             raise _unavailable(self.name, "stat", exc) from exc
-        with self._lock:
-            used, count = self._used, self._count
+        # Read without the lock: it is held by worker threads around renames, which can stall on a
+        # sick disk, and the event loop must not wait for them. Each counter is read atomically.
+        used, count = self._used, self._count
         if self._capacity is None:
             capacity, free = usage.total, usage.free
         else:

@@ -520,6 +520,12 @@ async def test_unexpected_errors_are_not_swallowed(make_chunk: MakeChunk) -> Non
     assert [i async for i in OddStore("x", RuntimeError()).iterate()] == []
 
 
+async def test_close_reports_a_store_that_failed_to_close() -> None:
+    store, _ = _odd_cluster(StoreUnavailable("disk gone"))
+    with pytest.raises(StoreUnavailable):
+        await store.close()
+
+
 async def test_a_cancelled_put_cancels_its_attempts(make_chunk: MakeChunk) -> None:
     nodes = {i: FaultyStore(MemoryStore(i)) for i in ("a", "b", "c")}
     for node in nodes.values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,7 +156,12 @@ async def test_idempotent_put_writes_nothing_but_refreshes_mtime(
     os.utime(path, (1_000_000, 1_000_000))
     replaced: list[tuple[str, str]] = []
     real_replace = os.replace
-    monkeypatch.setattr(os, "replace", lambda a, b: replaced.append((a, b)) or real_replace(a, b))
+
+    def spy_replace(src: str, dst: str) -> None:
+        replaced.append((src, dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy_replace)
     await store.put(h, data)
     assert replaced == []
     assert path.stat().st_mtime > 1_000_000
@@ -408,7 +414,7 @@ async def test_every_operation_maps_os_errors(
     if operation != "open":
         store = await LocalDirStore.open(tmp_path, fsync="never")
         await store.put(h, data)
-    target: Any = local_mod.shutil if patch == "disk_usage" else os
+    target: Any = shutil if patch == "disk_usage" else os
     monkeypatch.setattr(target, patch, eio)
     calls: dict[str, Callable[[], Any]] = {
         "has": lambda: store.has([h]),
