@@ -11,7 +11,7 @@ from dfms.errors import ConfigError
 
 
 def test_defaults_are_the_embedded_layout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With nothing configured: ./data, 127.0.0.1:8080, SQLite, one node, RF 1, reference chunking."""
+    """Nothing configured: ./data, 127.0.0.1:8080, SQLite, one node, RF 1, reference chunking."""
     monkeypatch.delenv("DFMS_CONFIG", raising=False)
     s = load_settings()
     assert s.data_dir == Path("./data").absolute()
@@ -76,7 +76,7 @@ def test_invalid_config_names_the_key(tmp_path: Path, yaml_text: str, key: str) 
 def test_bad_env_value_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bad environment override is reported with its key."""
     monkeypatch.setenv("DFMS_SERVER__PORT", "not-a-number")
-    with pytest.raises(ConfigError, match="server.port"):
+    with pytest.raises(ConfigError, match=r"server\.port"):
         load_settings()
 
 
