@@ -166,9 +166,12 @@ def test_corrupt_chunk_mid_file_aborts_download(tmp_path: Path) -> None:
         raw[5] ^= 0xFF
         path.write_bytes(bytes(raw))
         received = bytearray()
-        with pytest.raises(httpx.HTTPError), httpx.stream(
-            "GET", f"{server.url}{API}/files/{f['id']}/download", headers=auth, timeout=60
-        ) as r:
+        with (
+            pytest.raises(httpx.HTTPError),
+            httpx.stream(
+                "GET", f"{server.url}{API}/files/{f['id']}/download", headers=auth, timeout=60
+            ) as r,
+        ):
             assert r.status_code == 200
             for piece in r.iter_bytes():
                 received += piece

@@ -24,6 +24,7 @@ from dfms.errors import (
     FileTooLarge,
     FolderNotFound,
     NameConflict,
+    QuorumNotReached,
     QuotaExceeded,
 )
 from dfms.metadata.db import Database
@@ -141,7 +142,8 @@ class UploadService:
 
         async def write(c: Chunk) -> list[str]:
             try:
-                return await self.store.put(c.sha256, c.data)
+                # The pipeline hashed these exact bytes a moment ago: no second hash.
+                return await self.store.put(c.sha256, c.data, trusted=True)
             finally:
                 slots.release()
 
@@ -176,10 +178,28 @@ class UploadService:
                     task.cancel()
             if writing:
                 await asyncio.gather(*writing.values(), return_exceptions=True)
-        await self.store.sync()
+        await self._sync(staged)
         staged.size = pipeline.size
         staged.sha256 = pipeline.sha256
         return staged
+
+    async def _sync(self, staged: StagedContent) -> None:
+        """Make the written chunks durable. A node whose sync failed no longer counts as holding
+        what this upload wrote there; a chunk left with fewer than W durable copies fails the
+        upload (nothing is committed)."""
+        failed = await self.store.sync()
+        if not failed:
+            return
+        quorum = self.store.write_quorum
+        for h, nodes in staged.written.items():
+            durable = [n for n in nodes if n not in failed]
+            if len(durable) < quorum:
+                raise QuorumNotReached(
+                    f"chunk {h}: only {len(durable)} durable copies after sync "
+                    f"(write quorum {quorum}); failed: {failed}",
+                    chunk_hash=h,
+                )
+            staged.written[h] = durable
 
     async def commit(
         self,

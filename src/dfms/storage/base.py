@@ -39,9 +39,17 @@ class ChunkStore(Protocol):
     """A content-addressed chunk store. Every method is safe to call concurrently."""
 
     name: str
+    #: True when ``get`` verifies the returned bytes in this process (so a caller in the same
+    #: process need not hash them again). False for anything that may hand back unverified bytes.
+    verifies_reads: bool
 
-    async def put(self, chunk_hash: str, data: Buffer) -> None:
-        """Store ``data`` under ``chunk_hash`` after verifying it; idempotent."""
+    async def put(self, chunk_hash: str, data: Buffer, *, trusted: bool = False) -> None:
+        """Store ``data`` under ``chunk_hash`` after verifying it; idempotent.
+
+        ``trusted=True`` says the caller computed ``chunk_hash`` from these very bytes in this
+        process, so an in-process store may skip re-hashing them. A store that receives the bytes
+        over a network (a remote node) always verifies on its side of the wire.
+        """
         ...
 
     async def get(self, chunk_hash: str) -> bytes:

@@ -82,6 +82,9 @@ def flip(data: bytes, offset: int = 0) -> bytes:
 class FaultyStore:
     """Wraps a store; passes every call through unless a fault is injected for that operation."""
 
+    #: It may hand back flipped bytes after the inner store verified them.
+    verifies_reads = False
+
     def __init__(self, inner: ChunkStore, *, name: str | None = None) -> None:
         self.inner = inner
         self.name = name if name is not None else inner.name
@@ -177,11 +180,11 @@ class FaultyStore:
 
     # -- ChunkStore --------------------------------------------------------------------------
 
-    async def put(self, chunk_hash: str, data: Buffer) -> None:
+    async def put(self, chunk_hash: str, data: Buffer, *, trusted: bool = False) -> None:
         fault = await self._common("put", self._take("put", (chunk_hash,)))
         if fault is Fault.DROP:
             return
-        await self.inner.put(chunk_hash, data)
+        await self.inner.put(chunk_hash, data, trusted=trusted)
 
     async def get(self, chunk_hash: str) -> bytes:
         fault = await self._common("get", self._take("get", (chunk_hash,)))

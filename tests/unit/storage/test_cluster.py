@@ -466,11 +466,13 @@ async def test_close_closes_every_store(make_cluster: MakeCluster) -> None:
 class OddStore:
     """A store whose put/get/close raise a given exception."""
 
+    verifies_reads = False
+
     def __init__(self, name: str, exc: BaseException) -> None:
         self.name = name
         self.exc = exc
 
-    async def put(self, chunk_hash: str, data: Buffer) -> None:
+    async def put(self, chunk_hash: str, data: Buffer, *, trusted: bool = False) -> None:
         raise self.exc
 
     async def get(self, chunk_hash: str) -> bytes:
