@@ -28,6 +28,7 @@ knows about HTTP beyond this number.
     ├── RangeNotSatisfiable (RANGE_NOT_SATISFIABLE, 416)
     ├── RateLimitExceeded (RATE_LIMIT_EXCEEDED, 429)
     ├── UploadAborted (UPLOAD_ABORTED, 400)
+    ├── RequestTimeout (REQUEST_TIMEOUT, 408)
     └── StorageError (STORAGE_ERROR, 503)
         ├── ChunkNotFound (CHUNK_NOT_FOUND)
         ├── ChunkCorrupt (CHUNK_CORRUPT)
@@ -71,6 +72,14 @@ class UploadAborted(DFMSError):
     code = "UPLOAD_ABORTED"
     status = 400
     default_message = "upload aborted before the body was complete"
+
+
+class RequestTimeout(DFMSError):
+    """The client stopped sending the body for longer than the configured read timeout."""
+
+    code = "REQUEST_TIMEOUT"
+    status = 408
+    default_message = "the client took too long to send the request body"
 
 
 class ConfigError(DFMSError):

@@ -177,3 +177,32 @@ def test_corrupt_chunk_mid_file_aborts_download(tmp_path: Path) -> None:
                 received += piece
         assert len(received) <= last.offset
         assert data.startswith(bytes(received))
+
+
+def test_client_disconnect_mid_upload_leaves_nothing(tmp_path: Path) -> None:
+    """A client that hangs up half-way through a body leaves no file and the server carries on."""
+    import socket
+
+    with ServerProcess(tmp_path / "data") as server:
+        auth = register(server.url)
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        head = (
+            "POST /api/v1/files/upload HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: {auth['Authorization']}\r\n"
+            "Content-Type: application/octet-stream\r\nX-File-Name: gone.bin\r\n"
+            "Content-Length: 50000000\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        for _ in range(8):
+            sock.sendall(os.urandom(1024 * 1024))
+        sock.close()
+        # The server notices and stays healthy; nothing becomes visible.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            files = httpx.get(f"{server.url}{API}/files", headers=auth).json()
+            assert files["total"] == 0
+            if httpx.get(f"{server.url}/health").status_code == 200:
+                break
+        ok = put(server.url, auth, "after.bin", b"still works")
+        assert ok["size"] == 11
+        assert httpx.get(f"{server.url}{API}/files", headers=auth).json()["total"] == 1

@@ -427,3 +427,25 @@ async def test_unknown_route_envelope(client: httpx.AsyncClient) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
     r = await client.put(f"{API}/files", headers=await register(client))
     assert r.status_code == 405 and r.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+async def test_slow_client_times_out(client: httpx.AsyncClient, ctx: Any) -> None:
+    """A client that stops sending the body gets 408 REQUEST_TIMEOUT and nothing is stored."""
+    import asyncio
+
+    ctx.settings.server.read_timeout = 0.2
+    auth = await register(client)
+    stall = asyncio.Event()
+
+    async def gen() -> Any:
+        yield b"x" * 10_000
+        await stall.wait()  # never set: the client goes silent
+        yield b"never"
+
+    r = await client.post(
+        f"{API}/files/upload",
+        content=gen(),
+        headers={**auth, "X-File-Name": "slow", "Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 408 and r.json()["error"]["code"] == "REQUEST_TIMEOUT"
+    assert (await client.get(f"{API}/files", headers=auth)).json()["total"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import mimetypes
 import urllib.parse
@@ -15,13 +16,19 @@ from starlette.requests import ClientDisconnect
 from dfms.api.deps import Ctx, CurrentUser
 from dfms.api.multipart import MultipartFileReader
 from dfms.api.schemas import FileEnvelope, FileListOut, FileOut, UsageOut, error_responses
-from dfms.errors import FileTooLarge, RangeNotSatisfiable, UploadAborted, ValidationFailed
+from dfms.errors import (
+    FileTooLarge,
+    RangeNotSatisfiable,
+    RequestTimeout,
+    UploadAborted,
+    ValidationFailed,
+)
 from dfms.services.files import Download
 from dfms.services.names import validate_name
 from dfms.services.uploads import FileView
 
 router = APIRouter(tags=["files"])
-E = error_responses(400, 401, 404, 409, 413, 416, 429, 503)
+E = error_responses(400, 401, 404, 408, 409, 413, 416, 429, 503)
 
 
 def _out(v: FileView) -> FileOut:
@@ -54,12 +61,24 @@ def _header_text(request: Request, name: str) -> str | None:
         raise ValidationFailed(f"{name} is not valid UTF-8") from exc
 
 
-async def _body(request: Request) -> AsyncIterator[bytes]:
+async def _body(request: Request, read_timeout: float) -> AsyncIterator[bytes]:
+    """The request body; a client that sends nothing for ``read_timeout`` seconds gets 408 and
+    one that disconnects aborts the upload (nothing is committed either way)."""
+    pieces = request.stream()
     try:
-        async for piece in request.stream():
+        while True:
+            try:
+                async with asyncio.timeout(read_timeout):
+                    piece = await anext(pieces)
+            except StopAsyncIteration:
+                return
             yield piece
     except ClientDisconnect as exc:
         raise UploadAborted() from exc
+    except TimeoutError as exc:
+        raise RequestTimeout() from exc
+    finally:
+        await pieces.aclose()
 
 
 @router.post(
@@ -96,7 +115,7 @@ async def upload(request: Request, ctx: Ctx, user: CurrentUser) -> FileEnvelope:
     ctype = request.headers.get("content-type", "")
     uploads = ctx.uploads
     if ctype.lower().startswith("multipart/form-data"):
-        reader = MultipartFileReader(_body(request), ctype)
+        reader = MultipartFileReader(_body(request, ctx.settings.server.read_timeout), ctype)
         await reader.open()
         name = reader.filename or ""
         validate_name(name)
@@ -110,7 +129,7 @@ async def upload(request: Request, ctx: Ctx, user: CurrentUser) -> FileEnvelope:
         validate_name(name)
         folder = request.headers.get("x-folder-id") or None
         await uploads.check_target(user.user_id, folder)
-        staged = await uploads.stage(user.user_id, _body(request))
+        staged = await uploads.stage(user.user_id, _body(request, ctx.settings.server.read_timeout))
         mime = ctype.split(";")[0].strip() or None
         if mime in (None, "application/x-www-form-urlencoded"):
             mime = None
