@@ -94,3 +94,13 @@ def test_bad_config_is_one_line_error(tmp_path: Path) -> None:
     cfg.write_text("server:\n  port: -1\n")
     res = runner.invoke(app, ["db", "upgrade", "--config", str(cfg)])
     assert res.exit_code == 2 and "server.port" in res.output
+
+
+def test_keys_follow_data_dir(tmp_path: Path) -> None:
+    """`dfms keys generate/list --data-dir` use the same keys directory as the server."""
+    res = runner.invoke(app, ["keys", "generate", "--data-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    kid = res.output.split()[1]
+    assert (tmp_path / "keys" / f"{kid}.pem").exists()
+    res = runner.invoke(app, ["keys", "list", "--data-dir", str(tmp_path)])
+    assert res.exit_code == 0 and kid in res.output and "*" in res.output

@@ -22,6 +22,7 @@ into blocks (DESIGN.md invariant 5), and at most ``max_size + one block`` bytes 
 from __future__ import annotations
 
 import hashlib
+import os as _os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
@@ -178,7 +179,9 @@ class Chunker:
         self.offset = base + start
         rest = len(window) - start
         # Copy the undecided tail out so the window can be freed once its chunks are.
-        self._pieces = [window[start:]] if rest else []
+        self._pieces = (
+            ([view[start:]] if _os.environ.get("EXP_VIEW") else [window[start:]]) if rest else []
+        )
         self.buffered = rest
         return spans
 

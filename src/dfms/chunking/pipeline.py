@@ -44,6 +44,9 @@ DEFAULT_WORKERS: Final = 3
 THREAD_NAME_PREFIX: Final = "dfms-chunking"
 #: most windows queued in the file lane besides the one it is hashing
 _FILE_LANE_BACKLOG: Final = 1
+import os as _os
+
+READ_AHEAD = int(_os.environ.get("EXP_RA", "1"))
 
 
 class _Jobs:
@@ -228,6 +231,14 @@ class ChunkPipeline:
                 file_lane.submit(spans)
             self._account(chunker, pending, file_lane, new_bytes)
 
+        def may_cut() -> bool:
+            """A window is ready and the bounds allow cutting it now."""
+            return (
+                chunker.buffered + new_bytes > max_size
+                and len(pending) <= self.max_inflight
+                and (file_lane is None or file_lane.backlog <= _FILE_LANE_BACKLOG)
+            )
+
         try:
             async for piece in source:
                 size = piece.nbytes if isinstance(piece, memoryview) else len(piece)
@@ -236,9 +247,15 @@ class ChunkPipeline:
                 self.size += size
                 new.append(piece)
                 new_bytes += size
-                if cutting is not None and (cutting.done() or new_bytes > max_size):
+                if cutting is not None and (cutting.done() or new_bytes > READ_AHEAD * max_size):
                     spans = await cutting
                     cutting = None
+                    # the next cut goes to the executor first: cutting is the one lane that
+                    # everything else waits for
+                    if may_cut():
+                        cutting = jobs.submit(chunker.cut, new)
+                        new = []
+                        new_bytes = 0
                     dispatch(spans)
                 if cutting is None and chunker.buffered + new_bytes > max_size:
                     # back-pressure: let the consumer take chunks before cutting more

@@ -11,10 +11,16 @@ from typing import Annotated
 import typer
 
 from dfms.auth.keys import KEY_SUFFIX, generate_key, list_keys
+from dfms.cli.common import ConfigOpt, DataDirOpt, settings_from
 from dfms.errors import ConfigError
 
-#: Keys directory of the embedded layout with the default data directory.
-DEFAULT_KEYS_DIR = Path("./data/keys")
+
+def _keys_dir(explicit: Path | None, data_dir: Path | None, config: Path | None) -> Path:
+    """An explicit directory, else the one the server uses (``--data-dir``/``--config``)."""
+    if explicit is not None:
+        return explicit
+    return settings_from(data_dir, config).keys_dir
+
 
 keys_app = typer.Typer(
     help=(
@@ -33,11 +39,16 @@ def _fail(exc: ConfigError) -> typer.Exit:
 @keys_app.command("generate")
 def generate(
     out: Annotated[
-        Path,
-        typer.Option("--out", "-o", help="Keys directory to write the new key into."),
-    ] = DEFAULT_KEYS_DIR,
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Keys directory (default: the server's, from --data-dir/--config)."
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Generate a new P-256 key pair; it signs new tokens after the next restart."""
+    out = _keys_dir(out, data_dir, config)
     try:
         kid = generate_key(out)
     except ConfigError as exc:
@@ -49,11 +60,14 @@ def generate(
 @keys_app.command("list")
 def list_(
     directory: Annotated[
-        Path,
-        typer.Option("--dir", "-d", help="Keys directory to list."),
-    ] = DEFAULT_KEYS_DIR,
+        Path | None,
+        typer.Option("--dir", "-d", help="Keys directory (default: the server's)."),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """List the keys (oldest first) with their creation time; '*' marks the signing key."""
+    directory = _keys_dir(directory, data_dir, config)
     try:
         keys = list_keys(directory)
     except ConfigError as exc:
