@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import os as _os
+
+EXP_VIEW = False
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
@@ -179,9 +181,7 @@ class Chunker:
         self.offset = base + start
         rest = len(window) - start
         # Copy the undecided tail out so the window can be freed once its chunks are.
-        self._pieces = (
-            ([view[start:]] if _os.environ.get("EXP_VIEW") else [window[start:]]) if rest else []
-        )
+        self._pieces = ([view[start:]] if EXP_VIEW else [window[start:]]) if rest else []
         self.buffered = rest
         return spans
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import queue
 import shutil
 import threading
 import uuid
@@ -79,6 +80,7 @@ class LocalDirStore:
         name: str | None = None,
         fsync: FsyncMode = "batch",
         capacity: int | None = None,
+        eager_flush: bool = True,
     ) -> None:
         if fsync not in get_args(FsyncMode):
             raise ConfigError(f"fsync must be one of {get_args(FsyncMode)}, not {fsync!r}")
@@ -97,6 +99,12 @@ class LocalDirStore:
         self._count = 0
         self._used = 0
         self._pending: set[str] = set()  # files renamed into place but not yet fsynced (batch)
+        self._dirty_leaves: set[str] = set()  # leaf dirs with renames not yet fsynced (batch)
+        #: Batch mode: a background thread fsyncs written files as they arrive, so the disk
+        #: flushes while the upload is still chunking and ``sync`` has little left to wait for.
+        self._flush_queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._flusher: threading.Thread | None = None
+        self._eager_flush = eager_flush
         self._durable_leaves: set[str] = set()  # leaf dirs whose own entry and parents are synced
         #: Number of leftover temporary files removed when the store was opened.
         self.temp_files_removed = 0
@@ -109,9 +117,10 @@ class LocalDirStore:
         name: str | None = None,
         fsync: FsyncMode = "batch",
         capacity: int | None = None,
+        eager_flush: bool = True,
     ) -> LocalDirStore:
         """Create the store and open it now: create ``root``, remove temp files, count chunks."""
-        store = cls(root, name=name, fsync=fsync, capacity=capacity)
+        store = cls(root, name=name, fsync=fsync, capacity=capacity, eager_flush=eager_flush)
         await store._ensure_open()
         return store
 
@@ -171,6 +180,8 @@ class LocalDirStore:
         if self._opened and self.fsync_mode == "batch":
             await self.sync()
         self._closed = True
+        if self._flusher is not None:
+            self._flush_queue.put(None)
 
     # -- walking -----------------------------------------------------------------------------
 
@@ -321,6 +332,35 @@ class LocalDirStore:
         elif self.fsync_mode == "batch":
             with self._lock:
                 self._pending.add(path)
+                self._dirty_leaves.add(leaf)
+                if not self._eager_flush:
+                    return
+                if self._flusher is None:
+                    self._flusher = threading.Thread(
+                        target=self._flush_loop, name=f"dfms-flush-{self.name}", daemon=True
+                    )
+                    self._flusher.start()
+            self._flush_queue.put(path)
+
+    def _flush_loop(self) -> None:
+        """Fsync files in the background (batch mode). A file leaves ``_pending`` only once its
+        fsync succeeded; failures stay pending, and ``sync`` retries and reports them."""
+        while (path := self._flush_queue.get()) is not None:
+            with self._lock:
+                if path not in self._pending:
+                    continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue  # deleted meanwhile, or unreadable: sync() deals with it
+            try:
+                os.fsync(fd)
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+            with self._lock:
+                self._pending.discard(path)
 
     def _fsync_dirs(self, leaves: set[str]) -> None:
         """Fsync each leaf directory, and its parents until they are known durable."""
@@ -352,9 +392,9 @@ class LocalDirStore:
     def _sync_pending(self) -> None:
         with self._lock:
             files, self._pending = self._pending, set()
-        if not files:
+            leaves, self._dirty_leaves = self._dirty_leaves, set()
+        if not files and not leaves:
             return
-        leaves: set[str] = set()
         try:
             for path in sorted(files):
                 try:
@@ -370,6 +410,7 @@ class LocalDirStore:
         except OSError as exc:
             with self._lock:
                 self._pending |= files  # not durable: the next sync tries again
+                self._dirty_leaves |= leaves
             raise _unavailable(self.name, "sync", exc) from exc
 
     # -- get / has / delete ------------------------------------------------------------------

@@ -139,7 +139,7 @@ async def test_put_over_a_truncated_file_rewrites_it(tmp_path: Path, make_chunk:
     h, data = make_chunk(5)
     await before_crash.put(h, data)
     before_crash.path_for(h).write_bytes(b"")
-    store = await LocalDirStore.open(tmp_path, fsync="batch")  # the restart
+    store = await LocalDirStore.open(tmp_path, fsync="batch", eager_flush=False)  # the restart
     assert (await store.stat()).used == 0
     await store.put(h, data)
     assert store.path_for(h).read_bytes() == data
@@ -170,14 +170,15 @@ async def test_idempotent_put_writes_nothing_but_refreshes_mtime(
 # -- fsync modes --------------------------------------------------------------------------------
 
 
-async def test_batch_put_does_not_fsync_and_sync_fsyncs_files_and_dirs(
+async def test_batch_sync_makes_files_and_dirs_durable(
     tmp_path: Path, make_chunk: MakeChunk, fsync_spy: FsyncSpy
 ) -> None:
-    store = await LocalDirStore.open(tmp_path, fsync="batch")
+    """In batch mode put returns before any fsync is awaited (a background thread starts them);
+    when sync returns every file, its directory and new parents have been fsynced."""
+    store = await LocalDirStore.open(tmp_path, fsync="batch", eager_flush=False)
     chunks = [make_chunk(i) for i in range(3)]
     for h, data in chunks:
         await store.put(h, data)
-    assert fsync_spy.paths == []
     await store.sync()
     synced = set(fsync_spy.paths)
     for h, _ in chunks:
@@ -198,7 +199,7 @@ async def test_batch_idempotent_put_is_synced_again(
     h, data = make_chunk(7)
     first = await LocalDirStore.open(tmp_path, fsync="never")
     await first.put(h, data)
-    store = await LocalDirStore.open(tmp_path, fsync="batch")
+    store = await LocalDirStore.open(tmp_path, fsync="batch", eager_flush=False)
     await store.put(h, data)
     await store.sync()
     assert str(store.path_for(h)) in fsync_spy.paths
@@ -207,7 +208,7 @@ async def test_batch_idempotent_put_is_synced_again(
 async def test_batch_sync_skips_files_deleted_before_it(
     tmp_path: Path, make_chunk: MakeChunk, fsync_spy: FsyncSpy
 ) -> None:
-    store = await LocalDirStore.open(tmp_path, fsync="batch")
+    store = await LocalDirStore.open(tmp_path, fsync="batch", eager_flush=False)
     (h1, d1), (h2, d2) = make_chunk(8), make_chunk(9)
     await store.put(h1, d1)
     await store.put(h2, d2)
@@ -221,7 +222,7 @@ async def test_batch_sync_skips_files_deleted_before_it(
 async def test_failed_sync_raises_and_is_retried(
     tmp_path: Path, make_chunk: MakeChunk, fsync_spy: FsyncSpy
 ) -> None:
-    store = await LocalDirStore.open(tmp_path, fsync="batch")
+    store = await LocalDirStore.open(tmp_path, fsync="batch", eager_flush=False)
     h, data = make_chunk(10)
     await store.put(h, data)
     fsync_spy.fail = 1
@@ -236,7 +237,7 @@ async def test_failed_sync_raises_and_is_retried(
 async def test_concurrent_syncs_all_complete(
     tmp_path: Path, make_chunk: MakeChunk, fsync_spy: FsyncSpy
 ) -> None:
-    store = await LocalDirStore.open(tmp_path, fsync="batch")
+    store = await LocalDirStore.open(tmp_path, fsync="batch", eager_flush=False)
     chunks = [make_chunk(i) for i in range(20, 30)]
     await asyncio.gather(*(store.put(h, d) for h, d in chunks))
     await asyncio.gather(*(store.sync() for _ in range(4)))
@@ -288,7 +289,7 @@ async def test_never_mode_never_fsyncs(
 async def test_close_syncs_pending_writes_in_batch_mode(
     tmp_path: Path, make_chunk: MakeChunk, fsync_spy: FsyncSpy
 ) -> None:
-    store = await LocalDirStore.open(tmp_path, fsync="batch")
+    store = await LocalDirStore.open(tmp_path, fsync="batch", eager_flush=False)
     h, data = make_chunk(15)
     await store.put(h, data)
     await store.close()
@@ -333,7 +334,7 @@ def _assert_eio(exc: BaseException) -> None:
 async def test_rename_failure_maps_to_store_unavailable_and_leaves_no_temp(
     tmp_path: Path, make_chunk: MakeChunk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = await LocalDirStore.open(tmp_path, fsync="batch")
+    store = await LocalDirStore.open(tmp_path, fsync="batch", eager_flush=False)
     h, data = make_chunk(18)
     monkeypatch.setattr(os, "replace", eio)
     with pytest.raises(StoreUnavailable) as info:
@@ -430,3 +431,23 @@ async def test_every_operation_maps_os_errors(
 
 async def _drain(store: LocalDirStore) -> list[str]:
     return [i.hash async for i in store.iterate()]
+
+
+async def test_batch_eager_flush_fsyncs_in_background(
+    tmp_path: Path, make_chunk: MakeChunk, fsync_spy: FsyncSpy
+) -> None:
+    """With eager flushing (the default), written files are fsynced by a background thread
+    without anyone calling sync, so the final sync has little left to wait for."""
+    import time
+
+    store = await LocalDirStore.open(tmp_path, fsync="batch")
+    h, data = make_chunk(42)
+    await store.put(h, data)
+    target = str(store.path_for(h))
+    deadline = time.monotonic() + 10
+    while target not in fsync_spy.paths and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert target in fsync_spy.paths
+    await store.sync()
+    assert str(store.path_for(h).parent) in fsync_spy.paths  # sync still makes the rename durable
+    await store.close()
