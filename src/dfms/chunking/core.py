@@ -22,9 +22,6 @@ into blocks (DESIGN.md invariant 5), and at most ``max_size + one block`` bytes 
 from __future__ import annotations
 
 import hashlib
-import os as _os
-
-EXP_VIEW = False
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
@@ -75,7 +72,7 @@ def _nbytes(block: BytesLike) -> int:
 class Cutter(Protocol):
     """One content-defined chunking algorithm, applied to a whole window."""
 
-    def cut(self, window: bytes, final: bool) -> list[int]:
+    def cut(self, window: BytesLike, final: bool) -> list[int]:
         """Lengths of the consecutive chunks starting at ``window[0]``.
 
         With ``final`` false, a trailing chunk whose end might move if more bytes followed is
@@ -167,7 +164,7 @@ class Chunker:
         if not pieces:
             return []
         # bytes is immutable, so a single bytes block can be cut in place; anything else (several
-        # pieces, or a mutable buffer the caller may reuse) is copied exactly once here.
+        # pieces, or a view) is copied exactly once here
         window = pieces[0] if len(pieces) == 1 and type(pieces[0]) is bytes else b"".join(pieces)
         lengths = self._cutter.cut(window, final)
         view = memoryview(window)
@@ -180,8 +177,8 @@ class Chunker:
             start = end
         self.offset = base + start
         rest = len(window) - start
-        # Copy the undecided tail out so the window can be freed once its chunks are.
-        self._pieces = ([view[start:]] if EXP_VIEW else [window[start:]]) if rest else []
+        # copy the undecided tail out, so the window is freed as soon as its chunks are
+        self._pieces = [window[start:]] if rest else []
         self.buffered = rest
         return spans
 

@@ -16,6 +16,7 @@ from typing import Final, Literal
 
 from pyfastcdc import FastCDC
 
+from dfms.chunking.core import BytesLike
 from dfms.chunking.params import ChunkParams
 
 #: normalized chunking level used by every DFMS deployment; never change it
@@ -38,7 +39,7 @@ class FastCDCCutter:
             seed=GEAR_SEED,
         )
 
-    def cut(self, window: bytes, final: bool) -> list[int]:
+    def cut(self, window: BytesLike, final: bool) -> list[int]:
         """Chunk lengths from ``window[0]``; without ``final`` the last (maybe truncated) one is
         dropped. Every other chunk's end was found inside the window (pyfastcdc scans a chunk
         only up to ``min(max_size, bytes left)`` and takes the first match), so it is final."""

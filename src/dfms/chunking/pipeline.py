@@ -3,22 +3,28 @@
 Threading model (two cores are used; pyfastcdc's cut loop, the Rabin extension and hashlib all
 release the GIL on large buffers)::
 
-    event loop   reads pieces ──► collects a window ──► submits jobs, yields chunks in order
-    cut lane     join + cut window k+1          (one job at a time: windows are sequential)
-    hash jobs    SHA-256 of chunks of window k  (any number at once, on the executor)
-    file lane    whole-stream SHA-256, in order (one job at a time, in submission order)
+    event loop   reads pieces -> collects a window -> submits jobs, yields chunks in order
+    cut lane     join + cut window k+1           (one job at a time: windows are sequential)
+    hash jobs    SHA-256 of the chunks of window k (many at once; small chunks in batches)
+    file lane    whole-stream SHA-256, in order  (one job at a time, in submission order)
 
-The event loop never hashes or copies more than bookkeeping; everything else runs in
-``executor`` threads (a private pool of ``DEFAULT_WORKERS`` threads when none is given).
+The event loop only does bookkeeping; joining, cutting and hashing run in ``executor`` threads (a
+private pool of ``DEFAULT_WORKERS`` threads when none is given). A finished cut is followed at
+once by the next one, submitted before the hash jobs of the window just cut, so the one
+sequential lane everything depends on never queues behind hashing.
 
-Bounds (DESIGN.md invariant 8): a new window is cut only while at most ``max_inflight`` chunks
-are cut but not yet yielded and the file lane has at most one window queued besides the one it is
-hashing; while a cut runs, at most ``max_size`` more bytes are read ahead. So memory is
-``O(max_inflight * max_size)``, independent of the stream's length; ``peak_held_bytes`` reports
-what was actually held.
+Windows: a window is cut once more than ``window_size = max(max_size, MIN_WINDOW)`` bytes are
+buffered (so small chunk sizes still make big, cheap jobs); while a cut runs, at most one more
+window is read ahead.
+
+Bounds (DESIGN.md invariant 8): a new window is cut only while the chunks cut but not yet yielded
+are at most ``max_inflight`` chunks or at most one window of bytes, and the file lane has at most
+one window queued besides the one it is hashing. Memory is therefore a small multiple of
+``window_size``, independent of the stream's length; ``peak_held_bytes`` and ``peak_pending``
+report what was actually held.
 
 Cancellation: if the consumer stops iterating, or its task is cancelled, queued jobs are
-cancelled, running jobs (each bounded: one window cut or one chunk hashed) finish on their own and
+cancelled, running jobs (each bounded: one window cut or one batch hashed) finish on their own and
 their results are dropped, and a private pool's threads then exit. Nothing is logged.
 """
 
@@ -33,7 +39,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import Future as ConcurrentFuture
 from typing import Any, Final, TypeVar
 
-from dfms.chunking.core import BytesLike, Chunk, Chunker, Span, make_chunker, sha256_hex
+from dfms.chunking.core import BytesLike, Chunk, Span, make_chunker, sha256_hex
 from dfms.chunking.params import ChunkParams
 
 T = TypeVar("T")
@@ -44,9 +50,10 @@ DEFAULT_WORKERS: Final = 3
 THREAD_NAME_PREFIX: Final = "dfms-chunking"
 #: most windows queued in the file lane besides the one it is hashing
 _FILE_LANE_BACKLOG: Final = 1
-import os as _os
-
-READ_AHEAD = int(_os.environ.get("EXP_RA", "1"))
+#: smallest window the pipeline cuts at once (bigger than max_size for small chunk sizes)
+MIN_WINDOW: Final = 2 << 20
+#: consecutive chunks are hashed in one job until it covers this many bytes
+HASH_BATCH_BYTES: Final = 512 << 10
 
 
 class _Jobs:
@@ -90,6 +97,10 @@ class _Jobs:
     def cancel_all(self) -> None:
         for job in list(self._live):
             job.cancel()
+
+
+def _hash_batch(views: list[memoryview]) -> list[str]:
+    return [sha256_hex(view) for view in views]
 
 
 def _update_file_hash(hasher: Any, spans: list[Span]) -> None:
@@ -217,27 +228,48 @@ class ChunkPipeline:
         jobs = _Jobs(asyncio.get_running_loop(), executor)
         file_lane = _FileLane(jobs) if self.file_hash else None
         chunker = make_chunker(self.params)
-        max_size = self.params.max_size
-        pending: deque[tuple[Span, asyncio.Future[str]]] = deque()
+        window = max(self.params.max_size, MIN_WINDOW)
+        # chunks cut but not yet yielded: span, its batch's hash job, its index in the batch
+        pending: deque[tuple[Span, asyncio.Future[list[str]], int]] = deque()
+        pending_bytes = 0
         new: list[BytesLike] = []
         new_bytes = 0
         cutting: asyncio.Future[list[Span]] | None = None
         completed = False
 
         def dispatch(spans: list[Span]) -> None:
-            for span in spans:
-                pending.append((span, jobs.submit(sha256_hex, span.data)))
+            nonlocal pending_bytes
+            batch: list[Span] = []
+            batch_bytes = 0
+            for i, span in enumerate(spans):
+                batch.append(span)
+                batch_bytes += span.length
+                if batch_bytes >= HASH_BATCH_BYTES or i == len(spans) - 1:
+                    job = jobs.submit(_hash_batch, [s.data for s in batch])
+                    pending.extend((s, job, j) for j, s in enumerate(batch))
+                    pending_bytes += batch_bytes
+                    batch = []
+                    batch_bytes = 0
             if file_lane is not None:
                 file_lane.submit(spans)
-            self._account(chunker, pending, file_lane, new_bytes)
+            self._account(chunker.buffered + new_bytes, pending, file_lane)
+
+        def room_to_cut() -> bool:
+            return len(pending) <= self.max_inflight or pending_bytes <= window
 
         def may_cut() -> bool:
             """A window is ready and the bounds allow cutting it now."""
             return (
-                chunker.buffered + new_bytes > max_size
-                and len(pending) <= self.max_inflight
+                chunker.buffered + new_bytes > window
+                and room_to_cut()
                 and (file_lane is None or file_lane.backlog <= _FILE_LANE_BACKLOG)
             )
+
+        def pop() -> Chunk:
+            nonlocal pending_bytes
+            span, job, index = pending.popleft()
+            pending_bytes -= span.length
+            return Chunk(span.offset, span.length, job.result()[index], span.data)
 
         try:
             async for piece in source:
@@ -247,7 +279,7 @@ class ChunkPipeline:
                 self.size += size
                 new.append(piece)
                 new_bytes += size
-                if cutting is not None and (cutting.done() or new_bytes > READ_AHEAD * max_size):
+                if cutting is not None and (cutting.done() or new_bytes > window):
                     spans = await cutting
                     cutting = None
                     # the next cut goes to the executor first: cutting is the one lane that
@@ -257,19 +289,18 @@ class ChunkPipeline:
                         new = []
                         new_bytes = 0
                     dispatch(spans)
-                if cutting is None and chunker.buffered + new_bytes > max_size:
+                if cutting is None and chunker.buffered + new_bytes > window:
                     # back-pressure: let the consumer take chunks before cutting more
-                    while len(pending) > self.max_inflight:
-                        digest = await pending[0][1]
-                        yield _chunk(pending.popleft()[0], digest)
+                    while not room_to_cut():
+                        await pending[0][1]  # returns at once if done; raises its error
+                        yield pop()
                     if file_lane is not None:
                         await file_lane.drain(_FILE_LANE_BACKLOG)
                     cutting = jobs.submit(chunker.cut, new)
                     new = []
                     new_bytes = 0
                 while pending and pending[0][1].done():
-                    digest = pending[0][1].result()
-                    yield _chunk(pending.popleft()[0], digest)
+                    yield pop()
             if cutting is not None:
                 spans = await cutting
                 cutting = None
@@ -281,8 +312,8 @@ class ChunkPipeline:
             cutting = None
             dispatch(spans)
             while pending:
-                digest = await pending[0][1]
-                yield _chunk(pending.popleft()[0], digest)
+                await pending[0][1]  # returns at once if done; raises its error
+                yield pop()
             if file_lane is not None:
                 self.sha256 = await file_lane.hexdigest()
             completed = True
@@ -290,10 +321,12 @@ class ChunkPipeline:
             self._busy = False
             if not completed:
                 jobs.cancel_all()
+                # cancel() also marks an already failed job's error as seen: only the first
+                # error, the one the consumer got, is reported; nothing is logged
                 if cutting is not None:
                     cutting.cancel()
-                for _, waiter in pending:
-                    waiter.cancel()
+                for _, job, _ in pending:
+                    job.cancel()
                 if file_lane is not None:
                     file_lane.cancel()
             if own_pool is not None:
@@ -301,20 +334,15 @@ class ChunkPipeline:
 
     def _account(
         self,
-        chunker: Chunker,
-        pending: deque[tuple[Span, asyncio.Future[str]]],
+        buffered: int,
+        pending: deque[tuple[Span, asyncio.Future[list[str]], int]],
         file_lane: _FileLane | None,
-        read_ahead: int,
     ) -> None:
         seen: dict[int, int] = {}
-        _window_bytes([span for span, _ in pending], seen)
+        _window_bytes([span for span, _, _ in pending], seen)
         if file_lane is not None:
             for spans in file_lane.held_windows():
                 _window_bytes(spans, seen)
-        held = sum(seen.values()) + chunker.buffered + read_ahead
+        held = sum(seen.values()) + buffered
         self.peak_held_bytes = max(self.peak_held_bytes, held)
         self.peak_pending = max(self.peak_pending, len(pending))
-
-
-def _chunk(span: Span, digest: str) -> Chunk:
-    return Chunk(span.offset, span.length, digest, span.data)

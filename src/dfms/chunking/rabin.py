@@ -10,6 +10,7 @@ A chunk starting at ``s`` skips its first ``min_size - 64`` bytes, then is cut a
 from __future__ import annotations
 
 from dfms.chunking import _rabin
+from dfms.chunking.core import BytesLike
 from dfms.chunking.params import ChunkParams
 
 POLYNOMIAL: int = _rabin.POLYNOMIAL
@@ -26,6 +27,6 @@ class RabinCutter:
         self._avg = params.avg_size
         self._max = params.max_size
 
-    def cut(self, window: bytes, final: bool) -> list[int]:
+    def cut(self, window: BytesLike, final: bool) -> list[int]:
         """Lengths of the decided chunks from ``window[0]`` (plus the tail when ``final``)."""
         return _rabin.find_cuts(window, self._min, self._avg, self._max, final)

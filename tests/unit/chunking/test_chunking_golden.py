@@ -78,3 +78,26 @@ def test_fastcdc_golden_equals_plain_pyfastcdc_on_the_whole_buffer(case: dict[st
     )
     expected = [[c.offset, c.length] for c in cdc.cut_buf(_input(case))]
     assert [chunk[:2] for chunk in case["chunks"]] == expected
+
+
+#: SHA-256 of pyfastcdc's default (seed 0) gear table, 256 little-endian uint64 values, the table
+#: of the FastCDC paper's reference implementation. Future optimisations must not change this.
+GEAR_TABLE_SHA256 = "91a3061015ae351cd3701852712bcd6aa4a1ce26c8a231d3969432b00f028f88"
+
+
+def test_fastcdc_gear_table_is_the_pinned_reference_table() -> None:
+    """The gear table FastCDC uses (seed 0) is byte-for-byte the pinned one, and the compiled
+    chunker cuts exactly like pyfastcdc's pure-Python one that exposes that table."""
+    import struct
+
+    from pyfastcdc.py import FastCDC as PyFastCDC
+    from pyfastcdc.py.constants import GEAR
+
+    assert hashlib.sha256(struct.pack("<256Q", *GEAR)).hexdigest() == GEAR_TABLE_SHA256
+    assert GEAR[0] == 0x3B5D3C7D207E37DC
+    data = counter_bytes(GOLDEN_SEED, 96 << 10)
+    kwargs: dict[str, Any] = {"min_size": 512, "max_size": 8192, "normalized_chunking": 1}
+    compiled = [c.length for c in FastCDC(2048, seed=0, **kwargs).cut_buf(data)]
+    reference = [c.length for c in PyFastCDC(2048, seed=0, **kwargs).cut_buf(data)]
+    assert compiled == reference
+    assert len(compiled) > 20

@@ -179,17 +179,22 @@ async def test_a_caller_executor_is_used_and_left_running(workers: int) -> None:
 
 
 async def test_memory_is_bounded_by_configuration_not_stream_length() -> None:
-    """On a stream 100x max_size, held bytes and pending chunks stay within config bounds."""
+    """On streams far longer than a window, the bytes held at once and the chunks pending stay
+    within bounds computed from the configuration alone (not from the stream's length)."""
     params = ChunkParams("fastcdc", 16 << 10, 64 << 10, 256 << 10)
-    data = random_bytes(params.max_size * 100, 33)
     piece = 16 << 10
-    p = ChunkPipeline(params, max_inflight=4)
-    chunks = await collect(p, pieces(data, piece, "memoryview"))
-    assert sum(c.length for c in chunks) == len(data)
-    window = 2 * params.max_size + piece
-    assert 0 < p.peak_held_bytes <= (p.max_inflight + 3) * window
-    assert p.peak_held_bytes < len(data) // 10
-    assert p.peak_pending <= p.max_inflight + window // params.min_size
+    window = max(params.max_size, pipeline.MIN_WINDOW)
+    bound = 5 * (window + params.max_size)
+    for length in (16 << 20, 48 << 20):
+        data = random_bytes(length, 33)
+        p = ChunkPipeline(params, max_inflight=4)
+        chunks = await collect(p, pieces(data, piece, "memoryview"))
+        assert sum(c.length for c in chunks) == len(data)
+        assert 0 < p.peak_held_bytes <= bound
+        assert p.peak_pending <= p.max_inflight + 2 * (params.max_size + 2 * window) // (
+            params.min_size
+        )
+    assert bound < (48 << 20) // 4
 
 
 async def test_consumer_breaking_early_leaves_no_thread_and_logs_nothing(
@@ -299,19 +304,31 @@ async def test_a_failing_source_propagates_its_error_and_cleans_up() -> None:
     assert_no_threads_left()
 
 
-async def test_a_failing_chunk_hash_job_propagates(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An exception inside a worker job (here: per-chunk hashing) is raised to the consumer."""
+async def test_a_failing_chunk_hash_job_propagates(
+    monkeypatch: pytest.MonkeyPatch,
+    loop_errors: list[dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An exception inside a worker job (here: per-chunk hashing) is raised to the consumer;
+    the other failed jobs are not logged as 'never retrieved'."""
+    caplog.set_level(logging.WARNING)
 
     def broken(data: Any) -> str:
         raise MemoryError("no room")
 
     monkeypatch.setattr(pipeline, "sha256_hex", broken)
     with pytest.raises(MemoryError, match="no room"):
-        await collect(ChunkPipeline(SMALL_PARAMS["fastcdc"]), pieces(DATA, 65536))
+        await collect(ChunkPipeline(SMALL_PARAMS["fastcdc"]), pieces(DATA * 8, 65536))
     assert_no_threads_left()
+    gc.collect()
+    await settle_loop()
+    assert loop_errors == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
-async def test_a_failing_whole_stream_hash_propagates(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failing_whole_stream_hash_propagates(
+    monkeypatch: pytest.MonkeyPatch, loop_errors: list[dict[str, Any]]
+) -> None:
     """An exception in the whole-stream hash lane is raised too, not swallowed."""
 
     def broken(hasher: Any, spans: Any) -> None:
@@ -319,8 +336,29 @@ async def test_a_failing_whole_stream_hash_propagates(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(pipeline, "_update_file_hash", broken)
     with pytest.raises(MemoryError, match="file lane"):
+        await collect(ChunkPipeline(SMALL_PARAMS["fastcdc"]), pieces(DATA * 8, 65536))
+    assert_no_threads_left()
+    gc.collect()
+    await settle_loop()
+    assert loop_errors == []
+
+
+async def test_a_failing_cut_propagates(
+    monkeypatch: pytest.MonkeyPatch, loop_errors: list[dict[str, Any]]
+) -> None:
+    """An exception from the cutter (a bug or a bad buffer) reaches the consumer."""
+    from dfms.chunking.fastcdc import FastCDCCutter
+
+    def broken(self: Any, window: bytes, final: bool) -> list[int]:
+        raise ValueError("cutter failed")
+
+    monkeypatch.setattr(FastCDCCutter, "cut", broken)
+    with pytest.raises(ValueError, match="cutter failed"):
         await collect(ChunkPipeline(SMALL_PARAMS["fastcdc"]), pieces(DATA, 65536))
     assert_no_threads_left()
+    gc.collect()
+    await settle_loop()
+    assert loop_errors == []
 
 
 async def test_one_stream_at_a_time_per_pipeline() -> None:
