@@ -25,6 +25,12 @@ def main() -> None:
             "0" if args.smoke else "2048",
         ],
     ]
+    runs.append(
+        [
+            str(HERE / "bench_search.py"),
+            *(["--files", "2000", "--runs", "3"] if args.smoke else []),
+        ]
+    )
     for cmd in runs:
         print(f"== {Path(cmd[0]).name}", flush=True)
         subprocess.run([sys.executable, *cmd], check=True)

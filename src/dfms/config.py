@@ -132,6 +132,18 @@ class UploadSettings(_Section):
     max_json_body: int = Field(default=1 * MiB, ge=1024)
 
 
+class VersionSettings(_Section):
+    #: Versions kept per file; older ones are released in the transaction that adds a new one.
+    retention: int = Field(default=50, ge=1, le=100_000)
+
+
+class MultipartSettings(_Section):
+    #: Smallest accepted part (bytes), except the last part of an upload.
+    min_part_size: int = Field(default=5 * MiB, ge=1)
+    #: Seconds an upload session lives after it was started; its parts are released afterwards.
+    session_ttl: int = Field(default=24 * 3600, ge=60)
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["console", "json"] = "console"
@@ -154,6 +166,8 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     upload: UploadSettings = Field(default_factory=UploadSettings)
+    versions: VersionSettings = Field(default_factory=VersionSettings)
+    multipart: MultipartSettings = Field(default_factory=MultipartSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @field_validator("data_dir")

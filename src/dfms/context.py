@@ -22,8 +22,12 @@ from dfms.metadata.migrate import upgrade
 from dfms.metadata.repositories import NodeRepository
 from dfms.placement.ring import HashRing, NodeInfo
 from dfms.services.files import FileService
+from dfms.services.folders import FolderService
+from dfms.services.multipart import MultipartService
+from dfms.services.search import SearchService
 from dfms.services.uploads import UploadService
 from dfms.services.users import UserService
+from dfms.services.versions import VersionService
 from dfms.storage.base import ChunkStore
 from dfms.storage.cluster import RepairQueue, ReplicatedStore
 from dfms.storage.local import LocalDirStore
@@ -48,6 +52,10 @@ class AppContext:
     users: UserService
     uploads: UploadService
     files: FileService
+    folders: FolderService
+    versions: VersionService
+    search: SearchService
+    multipart: MultipartService
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -102,6 +110,15 @@ class AppContext:
                 max_workers=max(4, (os.cpu_count() or 2) * 2), thread_name_prefix="dfms-cpu"
             )
             hasher = PasswordHasher(rounds=a.bcrypt_rounds)
+            uploads = UploadService(
+                db,
+                store,
+                chunk_params(settings),
+                max_size=settings.upload.max_size,
+                write_concurrency=st.write_concurrency,
+                executor=executor,
+                retention=settings.versions.retention,
+            )
             return cls(
                 settings=settings,
                 db=db,
@@ -113,15 +130,19 @@ class AppContext:
                 repair=repair,
                 executor=executor,
                 users=UserService(db, tokens, hasher, default_quota=settings.upload.default_quota),
-                uploads=UploadService(
+                uploads=uploads,
+                files=FileService(db, store),
+                folders=FolderService(db),
+                versions=VersionService(db, retention=settings.versions.retention),
+                search=SearchService(db),
+                multipart=MultipartService(
                     db,
+                    uploads,
                     store,
-                    chunk_params(settings),
-                    max_size=settings.upload.max_size,
-                    write_concurrency=st.write_concurrency,
+                    min_part_size=settings.multipart.min_part_size,
+                    session_ttl=settings.multipart.session_ttl,
                     executor=executor,
                 ),
-                files=FileService(db, store),
             )
         except BaseException:
             await db.dispose()

@@ -18,10 +18,12 @@ knows about HTTP beyond this number.
     ├── NotFound (NOT_FOUND, 404)
     │   ├── FileNotFound (FILE_NOT_FOUND)
     │   ├── FolderNotFound (FOLDER_NOT_FOUND)
-    │   └── VersionNotFound (VERSION_NOT_FOUND)
+    │   ├── VersionNotFound (VERSION_NOT_FOUND)
+    │   └── UploadNotFound (UPLOAD_NOT_FOUND)
     ├── Conflict (CONFLICT, 409)
     │   ├── UserExists (AUTH_USER_EXISTS)
-    │   └── NameConflict (NAME_CONFLICT)
+    │   ├── NameConflict (NAME_CONFLICT)
+    │   └── UploadConflict (UPLOAD_CONFLICT)
     ├── PayloadTooLarge (413)
     │   ├── FileTooLarge (FILE_TOO_LARGE)
     │   └── QuotaExceeded (QUOTA_EXCEEDED)
@@ -134,6 +136,11 @@ class VersionNotFound(NotFound):
     default_message = "version not found"
 
 
+class UploadNotFound(NotFound):
+    code = "UPLOAD_NOT_FOUND"
+    default_message = "upload session not found"
+
+
 class Conflict(DFMSError):
     code = "CONFLICT"
     status = 409
@@ -148,6 +155,13 @@ class UserExists(Conflict):
 class NameConflict(Conflict):
     code = "NAME_CONFLICT"
     default_message = "an entry with this name already exists in the folder"
+
+
+class UploadConflict(Conflict):
+    """A multipart upload changed while it was being completed."""
+
+    code = "UPLOAD_CONFLICT"
+    default_message = "the upload's parts changed while it was being completed; retry"
 
 
 class PayloadTooLarge(DFMSError):

@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI
 from dfms import __version__
 from dfms.api.errors import install_error_handlers
 from dfms.api.middleware import RequestContextMiddleware
-from dfms.api.routers import auth, files, health
+from dfms.api.routers import auth, files, folders, health, multipart_uploads, search, versions
 from dfms.config import Settings, load_settings
 from dfms.context import AppContext
 from dfms.observability import configure_logging
@@ -68,7 +68,11 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
     api.include_router(auth.router)
+    api.include_router(multipart_uploads.router)
     api.include_router(files.router)
+    api.include_router(versions.router)
+    api.include_router(folders.router)
+    api.include_router(search.router)
     app.include_router(api)
     return app
 

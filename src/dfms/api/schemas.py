@@ -89,6 +89,9 @@ class FileOut(BaseModel):
     dedup_chunks: int
     created_at: datetime
     updated_at: datetime
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="User metadata (PUT /files/{id}/metadata)"
+    )
 
 
 class FileEnvelope(BaseModel):
@@ -108,3 +111,121 @@ class UsageOut(BaseModel):
     quota: int
     available: int
     used_pct: float
+
+
+# ---- folders, versions, search, multipart ----
+
+
+class FolderCreateIn(_In):
+    name: str = Field(max_length=1024)
+    parent_id: str | None = Field(default=None, description="Parent folder; null: the root")
+
+
+class RenameIn(_In):
+    name: str = Field(max_length=1024)
+
+
+class MoveIn(_In):
+    new_parent_id: str | None = Field(description="Target folder; null: the root")
+
+
+class FolderOut(BaseModel):
+    id: uuid.UUID
+    name: str = Field(description="Empty for the root folder")
+    parent_id: uuid.UUID | None = Field(description="null for the root folder")
+    created_at: datetime
+    updated_at: datetime
+
+
+class FolderEnvelope(BaseModel):
+    folder: FolderOut
+
+
+class EntryOut(BaseModel):
+    """A file or a folder in a listing or a search result."""
+
+    id: uuid.UUID
+    type: Literal["file", "folder"]
+    name: str
+    parent_id: uuid.UUID | None
+    size: int
+    mime_type: str | None
+    checksum: str | None = Field(description="SHA-256 of the current version (files)")
+    version: int | None = Field(description="Current version number (files)")
+    metadata: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class FolderContentsOut(BaseModel):
+    folder: FolderOut
+    entries: list[EntryOut] = Field(description="Folders first, then files; each by name")
+    total: int
+    page: int
+    page_size: int
+    total_pages: int
+
+
+class VersionOut(BaseModel):
+    number: int
+    size: int
+    checksum: str
+    mime_type: str
+    chunk_count: int
+    created_at: datetime
+    current: bool
+
+
+class VersionListOut(BaseModel):
+    file_id: uuid.UUID
+    versions: list[VersionOut] = Field(description="Newest first")
+
+
+class SearchOut(BaseModel):
+    results: list[EntryOut]
+    total: int
+    page: int
+    page_size: int
+    total_pages: int
+
+
+class MultipartInitIn(_In):
+    file_name: str = Field(max_length=1024)
+    mime_type: str | None = Field(default=None, max_length=255)
+    file_size: int | None = Field(
+        default=None, ge=0, description="Announced size; completion checks it"
+    )
+    folder_id: str | None = Field(default=None, description="Target folder; null: the root")
+
+
+class MultipartInitOut(BaseModel):
+    upload_id: uuid.UUID
+    file_name: str
+    expires_at: datetime
+
+
+class PartOut(BaseModel):
+    number: int
+    size: int
+    checksum: str = Field(description="SHA-256 of the part")
+    chunk_count: int
+    created_at: datetime
+
+
+class PartUploadOut(BaseModel):
+    upload_id: uuid.UUID
+    part: PartOut
+    new_chunks: int
+    dedup_chunks: int
+
+
+class MultipartStatusOut(BaseModel):
+    upload_id: uuid.UUID
+    file_name: str
+    folder_id: uuid.UUID | None
+    mime_type: str | None
+    file_size: int | None
+    created_at: datetime
+    expires_at: datetime
+    parts: list[PartOut]
+    received_bytes: int

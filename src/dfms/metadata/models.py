@@ -19,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    func,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -140,9 +142,37 @@ class Entry(Base):
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     mime_type: Mapped[str | None] = mapped_column(String(255), nullable=True)
     user_metadata: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    #: ``user_metadata`` flattened to text ("key: value" lines) for the search indexes.
+    search_meta: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Highest version number ever deleted: new versions are numbered above it (never reused).
+    version_floor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+# Subtree walks (folder delete, search in a folder): the live folders under a folder.
+Index(
+    "ix_entries_live_folders",
+    Entry.parent_id,
+    sqlite_where=text("kind = 'folder' AND deleted_at IS NULL"),
+    postgresql_where=text("kind = 'folder' AND deleted_at IS NULL"),
+)
+# Search (PostgreSQL): trigram indexes for case-insensitive substring search of names and
+# metadata (``lower(x) LIKE '%q%'``). SQLite uses the FTS5 table ``entry_search`` instead, created
+# with its triggers by migration 0003 (virtual tables are not declared here).
+Index(
+    "ix_entries_name_trgm",
+    func.lower(Entry.name).label("name_lower"),
+    postgresql_using="gin",
+    postgresql_ops={"name_lower": "gin_trgm_ops"},
+).ddl_if(dialect="postgresql")
+Index(
+    "ix_entries_meta_trgm",
+    func.lower(Entry.search_meta).label("meta_lower"),
+    postgresql_using="gin",
+    postgresql_ops={"meta_lower": "gin_trgm_ops"},
+).ddl_if(dialect="postgresql")
 
 
 class Manifest(Base):
@@ -235,3 +265,61 @@ class RepairTask(Base):
     node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UploadSession(Base):
+    """A multipart upload in progress. Its parts hold chunk references (counted in
+    ``chunks.ref_count``) until it is completed, aborted or expires."""
+
+    __tablename__ = "upload_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    file_name: Mapped[str] = mapped_column(String(255))
+    #: Target folder (NULL: the owner's root); checked again when the upload completes.
+    folder_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    mime_type: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: Size announced by the client, checked at completion (optional).
+    file_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class UploadPart(Base):
+    __tablename__ = "upload_parts"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("upload_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Changes each time the part is (re-)sent; completion checks it did not change meanwhile.
+    token: Mapped[uuid.UUID] = mapped_column(Uuid, default=uuid.uuid4)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UploadPartChunk(Base):
+    """The ordered chunks of one part (offsets relative to the part). Each row is one counted
+    reference in ``chunks.ref_count``: a part pins its chunks while it exists."""
+
+    __tablename__ = "upload_part_chunks"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["session_id", "number"],
+            ["upload_parts.session_id", "upload_parts.number"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    session_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chunk_hash: Mapped[str] = mapped_column(String(64), index=True)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    length: Mapped[int] = mapped_column(Integer)
+    #: This part's upload wrote the chunk (it was not stored before): dedup accounting.
+    is_new: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -196,10 +196,12 @@ class VersionRepository:
         return await self.s.get(Version, version_id)
 
     async def next_number(self, entry_id: uuid.UUID) -> int:
-        stmt = select(func.coalesce(func.max(Version.number), 0)).where(
-            Version.entry_id == entry_id
-        )
-        return int((await self.s.execute(stmt)).scalar_one()) + 1
+        """One above the highest version number the entry has, or ever had (numbers of deleted
+        versions are not reused: ``entries.version_floor``)."""
+        top = select(func.coalesce(func.max(Version.number), 0)).where(Version.entry_id == entry_id)
+        floor = select(Entry.version_floor).where(Entry.id == entry_id)
+        highest = int((await self.s.execute(top)).scalar_one())
+        return max(highest, int((await self.s.execute(floor)).scalar_one_or_none() or 0)) + 1
 
     async def list_for_entry(self, entry_id: uuid.UUID) -> list[Version]:
         stmt = select(Version).where(Version.entry_id == entry_id).order_by(Version.number)

@@ -88,6 +88,7 @@ def _view(entry: Entry, v: Version | None) -> FileView:
         dedup_chunks=(v.chunk_count - v.new_chunks) if v else 0,
         created_at=entry.created_at,
         updated_at=entry.updated_at,
+        metadata=dict(entry.user_metadata or {}),
     )
 
 

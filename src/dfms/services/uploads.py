@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from dfms.chunking import Chunk, ChunkParams, ChunkPipeline
 from dfms.errors import (
@@ -37,6 +38,7 @@ from dfms.metadata.repositories import (
     VersionRepository,
 )
 from dfms.services.names import parse_id, validate_name
+from dfms.services.releases import apply_retention
 from dfms.storage.cluster import ReplicatedStore
 
 #: Chunks looked up in the metadata DB at once for dedup.
@@ -79,6 +81,8 @@ class FileView:
     dedup_chunks: int
     created_at: datetime
     updated_at: datetime
+    #: User metadata (string keys and values), see ``PUT /files/{id}/metadata``.
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 class _Guard:
@@ -111,6 +115,7 @@ class UploadService:
         max_size: int,
         write_concurrency: int = 8,
         executor: Executor | None = None,
+        retention: int = 50,
     ) -> None:
         self.db = db
         self.store = store
@@ -118,6 +123,8 @@ class UploadService:
         self.max_size = max_size
         self.write_concurrency = write_concurrency
         self.executor = executor
+        #: Versions kept per file; a commit releases older ones in its transaction.
+        self.retention = retention
 
     async def check_target(self, user_id: uuid.UUID, folder_id: str | uuid.UUID | None) -> None:
         """Fail fast (before reading the body) on a folder that is not the user's."""
@@ -131,9 +138,20 @@ class UploadService:
             return 0
         return max(0, user.quota_bytes - user.used_bytes)
 
-    async def stage(self, user_id: uuid.UUID, source: AsyncIterable[bytes]) -> StagedContent:
-        """Chunk, dedup and durably store the body; return what the commit needs."""
-        guard = _Guard(self.max_size, await self.quota_left(user_id))
+    async def stage(
+        self,
+        user_id: uuid.UUID,
+        source: AsyncIterable[bytes],
+        *,
+        max_size: int | None = None,
+        quota_left: int | None = None,
+    ) -> StagedContent:
+        """Chunk, dedup and durably store the body; return what the commit needs. ``max_size``
+        and ``quota_left`` override the byte limits (a multipart part shares them with the
+        session's other parts)."""
+        if quota_left is None:
+            quota_left = await self.quota_left(user_id)
+        guard = _Guard(self.max_size if max_size is None else max_size, quota_left)
         pipeline = ChunkPipeline(self.params, executor=self.executor)
         staged = StagedContent()
         slots = asyncio.Semaphore(self.write_concurrency)
@@ -209,13 +227,16 @@ class UploadService:
         name: str,
         folder_id: str | uuid.UUID | None,
         mime_type: str | None,
+        finalize: Callable[[AsyncSession], Awaitable[None]] | None = None,
     ) -> FileView:
-        """Make the staged content visible as a new file or a new version, atomically."""
+        """Make the staged content visible as a new file or a new version, atomically.
+        ``finalize`` runs last inside the same transaction (multipart completion uses it to
+        retire its session)."""
         name = validate_name(name)
         mime = (mime_type or DEFAULT_MIME)[:255]
         for attempt in range(3):
             try:
-                return await self._commit_once(user_id, staged, name, folder_id, mime)
+                return await self._commit_once(user_id, staged, name, folder_id, mime, finalize)
             except IntegrityError:
                 if attempt == 2:
                     raise NameConflict() from None
@@ -228,6 +249,7 @@ class UploadService:
         name: str,
         folder_id: str | uuid.UUID | None,
         mime: str,
+        finalize: Callable[[AsyncSession], Awaitable[None]] | None = None,
     ) -> FileView:
         async with self.db.write() as s:
             entries = EntryRepository(s)
@@ -275,6 +297,9 @@ class UploadService:
             )
             await entries.set_current(entry, version, updated_at=now)
             await users.add_used_bytes(user_id, staged.size)
+            await apply_retention(s, user_id, entry.id, self.retention)
+            if finalize is not None:
+                await finalize(s)
             return FileView(
                 id=entry.id,
                 name=entry.name,
@@ -288,6 +313,7 @@ class UploadService:
                 dedup_chunks=staged.dedup_chunks,
                 created_at=entry.created_at,
                 updated_at=now,
+                metadata=dict(entry.user_metadata or {}),
             )
 
     @staticmethod

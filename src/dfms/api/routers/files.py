@@ -45,6 +45,7 @@ def _out(v: FileView) -> FileOut:
         dedup_chunks=v.dedup_chunks,
         created_at=v.created_at,
         updated_at=v.updated_at,
+        metadata=v.metadata,
     )
 
 
