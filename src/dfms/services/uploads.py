@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dfms.chunking import Chunk, ChunkParams, ChunkPipeline
+from dfms.chunking.prefetch import prefetch
 from dfms.errors import (
     FileTooLarge,
     FolderNotFound,
@@ -41,6 +42,8 @@ from dfms.services.names import parse_id, validate_name
 from dfms.services.releases import apply_retention
 from dfms.storage.cluster import ReplicatedStore
 
+#: Request body read ahead of the chunker, so receiving overlaps cutting, hashing and writing.
+PREFETCH_BYTES = 8 << 20
 #: Chunks looked up in the metadata DB at once for dedup.
 LOOKUP_BATCH = 16
 DEFAULT_MIME = "application/octet-stream"
@@ -182,7 +185,7 @@ class UploadService:
             pending.clear()
 
         try:
-            async for c in pipeline.chunks(guard.wrap(source)):
+            async for c in pipeline.chunks(prefetch(guard.wrap(source), PREFETCH_BYTES)):
                 staged.chunks.append((c.sha256, c.offset, c.length))
                 pending.append(c)
                 if len(pending) >= LOOKUP_BATCH:
