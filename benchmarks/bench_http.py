@@ -120,6 +120,39 @@ def plain_upload(path: Path) -> float:
         srv.shutdown()
 
 
+def durable_copy(src: Path, dst: Path) -> float:
+    """Baseline: copy the file and fsync it (what a durable upload must at least do)."""
+    t = time.perf_counter()
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        while block := fin.read(4 << 20):
+            fout.write(block)
+        fout.flush()
+        os.fsync(fout.fileno())
+    dt = time.perf_counter() - t
+    dst.unlink()
+    return dt
+
+
+def run_dfms(tmpd: Path, src: Path, tag: str, env: dict[str, str]) -> dict[str, float | bool]:
+    import httpx
+
+    with ServerProcess(tmpd / f"data-{tag}", env=env) as server:
+        r = httpx.post(
+            f"{server.url}/api/v1/auth/register",
+            json={"email": "bench@example.com", "password": "benchpass123", "display_name": "B"},
+        )
+        token = r.json()["tokens"]["access_token"]
+        t_up, f = curl_upload(server.url, token, src, "a.bin")
+        t_re, f2 = curl_upload(server.url, token, src, "b.bin")
+        out = tmpd / "out.bin"
+        t_down = curl_download(server.url, token, str(f["id"]), out)
+        ok = out.stat().st_size == src.stat().st_size
+        out.unlink()
+        assert f2["new_chunks"] == 0
+    shutil.rmtree(tmpd / f"data-{tag}", ignore_errors=True)
+    return {"up": t_up, "re": t_re, "down": t_down, "ok": ok, "chunks": float(f["chunk_count"])}
+
+
 def tree_rss_peak(pid: int) -> int:
     """Sum of VmHWM (peak RSS, KiB) over a process and its descendants."""
     total = 0
@@ -145,50 +178,57 @@ def main() -> None:
     ap.add_argument("--rss-mib", type=int, default=2048, help="size of the RSS run (0 skips it)")
     args = ap.parse_args()
     mb = args.size_mib * (1 << 20) / 1e6
-    with tempfile.TemporaryDirectory(prefix="dfms-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dfms-bench-", dir=Path.cwd()) as tmp:
         tmpd = Path(tmp)
         src = tmpd / "src.bin"
         make_file(src, args.size_mib)
         t_ssl, _ = timed(["openssl", "dgst", "-sha256", str(src)])
         t_plain = plain_upload(src)
-        with ServerProcess(tmpd / "data") as server:
+        t_disk = durable_copy(src, tmpd / "copy.bin")
+        runs = {
+            "fsync=batch (default, durable)": run_dfms(tmpd, src, "batch", {}),
+            "fsync=never (page cache only)": run_dfms(
+                tmpd, src, "never", {"DFMS_STORAGE__FSYNC": "never"}
+            ),
+        }
+        rss = 0
+        if args.rss_mib:
+            big = tmpd / "big.bin"
+            make_file(big, args.rss_mib)
             import httpx
 
-            r = httpx.post(
-                f"{server.url}/api/v1/auth/register",
-                json={
-                    "email": "bench@example.com",
-                    "password": "benchpass123",
-                    "display_name": "B",
-                },
-            )
-            token = r.json()["tokens"]["access_token"]
-            t_up, f = curl_upload(server.url, token, src, "a.bin")
-            t_re, f2 = curl_upload(server.url, token, src, "b.bin")
-            t_down = curl_download(server.url, token, str(f["id"]), tmpd / "out.bin")
-            ok = (tmpd / "out.bin").stat().st_size == src.stat().st_size
-            (tmpd / "out.bin").unlink()
-            rss = 0
-            if args.rss_mib:
-                big = tmpd / "big.bin"
-                make_file(big, args.rss_mib)
+            with ServerProcess(tmpd / "data-rss") as server:
+                r = httpx.post(
+                    f"{server.url}/api/v1/auth/register",
+                    json={
+                        "email": "bench@example.com",
+                        "password": "benchpass123",
+                        "display_name": "B",
+                    },
+                )
                 assert server.proc is not None
-                curl_upload(server.url, token, big, "big.bin")
+                curl_upload(server.url, r.json()["tokens"]["access_token"], big, "big.bin")
                 rss = tree_rss_peak(server.proc.pid)
-        print(f"file: {args.size_mib} MiB random bytes")
-        print(f"  baseline openssl dgst -sha256      {mb / t_ssl:8.0f} MB/s")
-        print(f"  baseline plain HTTP upload (curl)  {mb / t_plain:8.0f} MB/s")
-        print(
-            f"  dfms upload (new content)          {mb / t_up:8.0f} MB/s   "
-            f"chunks={f['chunk_count']} new={f['new_chunks']}"
-        )
-        print(
-            f"  dfms re-upload (all dedup)         {mb / t_re:8.0f} MB/s   "
-            f"new={f2['new_chunks']}  speed-up x{t_up / t_re:.2f}"
-        )
-        print(f"  dfms download (verified)           {mb / t_down:8.0f} MB/s   size ok={ok}")
+        print(f"file: {args.size_mib} MiB random bytes (MB = 10^6 bytes)")
+        print(f"  baseline openssl dgst -sha256            {mb / t_ssl:8.0f} MB/s")
+        print(f"  baseline plain HTTP upload (curl -T)     {mb / t_plain:8.0f} MB/s")
+        print(f"  baseline durable disk write (write+fsync){mb / t_disk:8.0f} MB/s")
+        for tag, r in runs.items():
+            print(f"  dfms {tag}: chunks={r['chunks']:.0f}")
+            print(f"    upload (new content)                 {mb / r['up']:8.0f} MB/s")
+            print(
+                f"    re-upload (all dedup)                {mb / r['re']:8.0f} MB/s"
+                f"   x{r['up'] / r['re']:.2f} vs first upload"
+            )
+            print(
+                f"    download (verified)                  {mb / r['down']:8.0f} MB/s"
+                f"   size ok={r['ok']}"
+            )
         if rss:
-            print(f"  gateway peak RSS during {args.rss_mib} MiB upload: {rss / (1 << 20):.0f} MiB")
+            print(
+                f"  gateway peak RSS during a {args.rss_mib} MiB upload: {rss / (1 << 20):.0f} MiB"
+                " (server process tree, VmHWM)"
+            )
 
 
 if __name__ == "__main__":
