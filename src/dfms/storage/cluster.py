@@ -31,7 +31,7 @@ from dfms.errors import (
 )
 from dfms.placement.ring import HashRing
 from dfms.storage.base import Buffer, ChunkStore, StoreStat
-from dfms.storage.hashing import check_hash, check_hashes, sha256_hex_async
+from dfms.storage.hashing import check_hash, check_hashes, frozen, sha256_hex_async
 
 __all__ = [
     "RepairItem",
@@ -253,7 +253,7 @@ class ReplicatedStore:
         pipeline), so neither this method nor in-process stores hash them again.
         """
         check_hash(chunk_hash)
-        payload = data if isinstance(data, bytes) else bytes(data)
+        payload = frozen(data)
         actual = chunk_hash if trusted else await sha256_hex_async(payload)
         if actual != chunk_hash:
             raise ChunkHashMismatch(

@@ -15,6 +15,7 @@ __all__ = [
     "buffer_size",
     "check_hash",
     "check_hashes",
+    "frozen",
     "is_chunk_hash",
     "sha256_hex",
     "sha256_hex_async",
@@ -61,3 +62,16 @@ async def sha256_hex_async(data: Buffer) -> str:
     if buffer_size(data) <= INLINE_HASH_LIMIT:
         return sha256_hex(data)
     return await asyncio.to_thread(sha256_hex, data)
+
+
+def frozen(data: Buffer) -> bytes | memoryview:
+    """``data`` itself when it cannot change (bytes, a read-only view), else an immutable copy.
+
+    The upload pipeline hands out read-only views of immutable windows: writing them needs no
+    copy. A caller's bytearray could change under a write in progress, so that one is copied.
+    """
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, memoryview) and data.readonly and data.c_contiguous:
+        return data.cast("B") if data.format != "B" else data
+    return bytes(data)

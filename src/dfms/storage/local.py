@@ -40,7 +40,7 @@ from dfms.errors import (
     StoreUnavailable,
 )
 from dfms.storage.base import Buffer, ChunkInfo, StoreStat
-from dfms.storage.hashing import check_hash, check_hashes, is_chunk_hash, sha256_hex
+from dfms.storage.hashing import check_hash, check_hashes, frozen, is_chunk_hash, sha256_hex
 
 __all__ = ["TEMP_PREFIX", "FsyncMode", "LocalDirStore"]
 
@@ -257,7 +257,7 @@ class LocalDirStore:
         await asyncio.to_thread(self._put_sync, chunk_hash, data, trusted)
 
     def _put_sync(self, chunk_hash: str, data: Buffer, trusted: bool = False) -> None:
-        payload = data if isinstance(data, bytes) else bytes(data)
+        payload = frozen(data)
         actual = chunk_hash if trusted else sha256_hex(payload)
         if actual != chunk_hash:
             raise ChunkHashMismatch(
@@ -282,7 +282,7 @@ class LocalDirStore:
             raise _unavailable(self.name, "put", exc, chunk_hash=chunk_hash) from exc
 
     @staticmethod
-    def _holds(path: str, payload: bytes) -> bool:
+    def _holds(path: str, payload: bytes | memoryview) -> bool:
         """True if ``path`` already holds exactly ``payload`` (hence a valid copy)."""
         try:
             if os.stat(path).st_size != len(payload):
@@ -292,7 +292,7 @@ class LocalDirStore:
         except FileNotFoundError:
             return False
 
-    def _write_atomically(self, path: str, leaf: str, payload: bytes) -> None:
+    def _write_atomically(self, path: str, leaf: str, payload: bytes | memoryview) -> None:
         tmp = os.path.join(leaf, f"{TEMP_PREFIX}{os.path.basename(path)[:8]}-{uuid.uuid4().hex}")
         renamed = False
         try:

@@ -68,3 +68,33 @@ async def test_reads_from_non_verifying_store_are_rechecked() -> None:
         await cluster.get(h)
     bad.clear()
     assert await cluster.get(h) == data
+
+
+def test_frozen_copies_only_mutable_buffers() -> None:
+    """Read-only views and bytes pass through without a copy; bytearrays are snapshotted."""
+    from dfms.storage.hashing import frozen
+
+    raw = b"abcdef"
+    view = memoryview(raw)[1:4]
+    assert frozen(raw) is raw
+    assert frozen(view) is view
+    ba = bytearray(b"xyz")
+    snap = frozen(ba)
+    ba[0] = 0
+    assert snap == b"xyz" and isinstance(snap, bytes)
+    wide = memoryview(bytes(8)).cast("I")
+    assert len(frozen(wide)) == 8
+
+
+async def test_cluster_put_of_readonly_view(tmp_path: Path) -> None:
+    """A read-only view slice (what the pipeline yields) is stored and read back exactly."""
+    h, data = chunk()
+    window = b"pre" + data + b"post"
+    view = memoryview(window)[3 : 3 + len(data)]
+    store = await LocalDirStore.open(tmp_path, name="n1", fsync="never")
+    cluster = ReplicatedStore(
+        HashRing([NodeInfo("n1")]), {"n1": store}, replication=1, write_quorum=1
+    )
+    await cluster.put(h, view, trusted=True)
+    assert await cluster.get(h) == data
+    await cluster.put(h, view)  # idempotent, and verified this time
