@@ -10,6 +10,7 @@ When the server is unreachable the PostgreSQL cases skip with the reason, except
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -48,14 +49,14 @@ def require_service(name: str, url: str, port: int) -> None:
     pytest.skip(msg)
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session; its URL."""
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str) -> Iterator[str]:
+    """Create an empty PostgreSQL database, yield its URL, drop it afterwards."""
     require_service("PostgreSQL", PG_URL, 5432)
     import asyncpg
 
     admin = PG_URL.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"dfms_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
 
     async def run(sql: str) -> None:
         conn = await asyncpg.connect(admin)
@@ -65,9 +66,17 @@ def pg_database() -> Iterator[str]:
             await conn.close()
 
     asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    base = PG_URL.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        yield f"{PG_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session; its URL."""
+    with fresh_pg_database("dfms_test") as url:
+        yield url
 
 
 async def _truncate_pg(url: str) -> None:

@@ -3,8 +3,6 @@ the models declare, and the newest migration can be undone and redone."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Connection
 
-from tests.conftest import PG_URL, require_service
+from tests.conftest import fresh_pg_database
 
 #: SQLite-only search tables (FTS5 virtual table, its shadow tables and the id map): created by
 #: migration 0003 with raw DDL, deliberately not declared as models.
@@ -26,24 +24,8 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'mig.db'}"
         return
-    require_service("PostgreSQL", PG_URL, 5432)
-    import asyncpg
-
-    admin = PG_URL.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"dfms_mig_{uuid.uuid4().hex[:10]}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{PG_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_pg_database("dfms_mig") as url:
+        yield url
 
 
 def _diff(conn: Connection) -> list[Any]:
