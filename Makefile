@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-CORE := --cov=dfms.chunking --cov=dfms.placement --cov=dfms.storage --cov=dfms.metadata --cov=dfms.services --cov=dfms.auth
+CORE := --cov=dfms.chunking --cov=dfms.placement --cov=dfms.storage --cov=dfms.metadata --cov=dfms.services --cov=dfms.auth --cov=dfms.workers
 
 .PHONY: setup run test test-fast lint fmt typecheck coverage openapi bench bench-smoke clean
 

@@ -31,6 +31,7 @@ def main() -> None:
             *(["--files", "2000", "--runs", "3"] if args.smoke else []),
         ]
     )
+    runs.append([str(HERE / "bench_gc.py"), *(["--chunks", "10000"] if args.smoke else [])])
     for cmd in runs:
         print(f"== {Path(cmd[0]).name}", flush=True)
         subprocess.run([sys.executable, *cmd], check=True)

@@ -144,6 +144,26 @@ class MultipartSettings(_Section):
     session_ttl: int = Field(default=24 * 3600, ge=60)
 
 
+class GCSettings(_Section):
+    """Garbage collection (docs/gc.md)."""
+
+    #: Run GC passes on a schedule inside ``dfms serve``.
+    enabled: bool = True
+    #: Seconds an unreferenced chunk stays marked before a pass may delete it; orphan bytes (no
+    #: record) must be this old too. 0 deletes at the first pass (tests).
+    grace_period: float = Field(default=24 * 3600, ge=0)
+    #: Seconds between scheduled passes (``dfms serve``).
+    interval: float = Field(default=6 * 3600, gt=0)
+    #: Chunks per GC transaction and per store delete call (bounds memory and lock time).
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    #: Seconds a GC runner's lease lasts without renewal; a crashed runner's lease expires then.
+    lease_ttl: float = Field(default=300, ge=1)
+    #: Seconds an in-flight upload's chunk pins last without renewal (every dedup lookup renews
+    #: them); an upload slower than this between two lookups, or than this before its commit,
+    #: fails with a retryable error instead of risking collected chunks.
+    pin_ttl: float = Field(default=3600, ge=1)
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["console", "json"] = "console"
@@ -169,6 +189,7 @@ class Settings(BaseSettings):
     versions: VersionSettings = Field(default_factory=VersionSettings)
     multipart: MultipartSettings = Field(default_factory=MultipartSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    gc: GCSettings = Field(default_factory=GCSettings)
 
     @field_validator("data_dir")
     @classmethod

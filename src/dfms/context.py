@@ -31,6 +31,7 @@ from dfms.services.versions import VersionService
 from dfms.storage.base import ChunkStore
 from dfms.storage.cluster import RepairQueue, ReplicatedStore
 from dfms.storage.local import LocalDirStore
+from dfms.workers.gc import GarbageCollector
 
 
 def chunk_params(settings: Settings) -> ChunkParams:
@@ -52,6 +53,7 @@ class AppContext:
     users: UserService
     uploads: UploadService
     files: FileService
+    gc: GarbageCollector
     folders: FolderService
     versions: VersionService
     search: SearchService
@@ -118,6 +120,15 @@ class AppContext:
                 write_concurrency=st.write_concurrency,
                 executor=executor,
                 retention=settings.versions.retention,
+                pin_ttl=settings.gc.pin_ttl,
+            )
+            multipart = MultipartService(
+                db,
+                uploads,
+                store,
+                min_part_size=settings.multipart.min_part_size,
+                session_ttl=settings.multipart.session_ttl,
+                executor=executor,
             )
             return cls(
                 settings=settings,
@@ -132,17 +143,11 @@ class AppContext:
                 users=UserService(db, tokens, hasher, default_quota=settings.upload.default_quota),
                 uploads=uploads,
                 files=FileService(db, store),
+                gc=GarbageCollector(db, store, settings.gc, before_pass=multipart.expire_sessions),
                 folders=FolderService(db),
                 versions=VersionService(db, retention=settings.versions.retention),
                 search=SearchService(db),
-                multipart=MultipartService(
-                    db,
-                    uploads,
-                    store,
-                    min_part_size=settings.multipart.min_part_size,
-                    session_ttl=settings.multipart.session_ttl,
-                    executor=executor,
-                ),
+                multipart=multipart,
             )
         except BaseException:
             await db.dispose()

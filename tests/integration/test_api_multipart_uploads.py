@@ -400,3 +400,39 @@ async def test_default_min_part_size_is_5_mib(make_settings: Any) -> None:
     """Without configuration parts other than the last must be at least 5 MiB."""
     s = make_settings()
     assert s.multipart.min_part_size == 5 * 1024 * 1024
+
+
+async def test_gc_pass_expires_sessions_and_collects_their_parts(
+    client: httpx.AsyncClient, ctx: Any
+) -> None:
+    """A GC pass first releases expired sessions, so the same pass (grace 0) removes the bytes
+    of their parts, while a completed file's chunks stay."""
+    from pathlib import Path
+
+    auth = await register(client)
+    kept = await upload(client, auth, os.urandom(50_000), name="kept.bin")
+    assert kept.status_code == 201
+    old = await init(client, auth)
+    await put(client, auth, old, 1, os.urandom(80_000))
+
+    def chunk_names() -> set[str]:
+        return {
+            p.name
+            for n in ctx.settings.node_list()
+            for p in Path(n.path).rglob("*")
+            if p.is_file() and len(p.name) == 64
+        }
+
+    before = chunk_names()
+    real = ctx.multipart.clock
+    ctx.multipart.clock = lambda: real() + timedelta(hours=25)
+    try:
+        await ctx.gc.run_once(grace=0)
+    finally:
+        ctx.multipart.clock = real
+    after = chunk_names()
+    refs = await chunk_refs(ctx)
+    live = {h for h, n in refs.items() if n > 0}
+    assert after == live and after < before
+    r = await client.get(f"{API}/files/{kept.json()['file']['id']}/download", headers=auth)
+    assert r.status_code == 200 and len(r.content) == 50_000

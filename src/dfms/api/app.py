@@ -17,6 +17,7 @@ from dfms.api.routers import auth, files, folders, health, multipart_uploads, se
 from dfms.config import Settings, load_settings
 from dfms.context import AppContext
 from dfms.observability import configure_logging
+from dfms.workers.gc import scheduled_gc
 
 API_PREFIX = "/api/v1"
 SETTINGS_ENV = "DFMS_SERVE_SETTINGS"
@@ -36,7 +37,10 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
         opened = await AppContext.open(settings)
         app.state.ctx = opened
         try:
-            yield
+            # GC passes on a schedule (gc.interval), cancelled cleanly at shutdown.
+            async with scheduled_gc(opened.gc, opened.settings.gc) as task:
+                app.state.gc_task = task
+                yield
         finally:
             await opened.aclose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from dfms.cli.admin import admin_app
 from dfms.cli.db import db_app
 from dfms.cli.debug import debug_app
 from dfms.cli.keys import keys_app
@@ -21,6 +22,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 app.add_typer(keys_app, name="keys")
 app.add_typer(debug_app, name="debug")
+app.add_typer(admin_app, name="admin")
 
 
 def main() -> None:

@@ -323,3 +323,55 @@ class UploadPartChunk(Base):
     length: Mapped[int] = mapped_column(Integer)
     #: This part's upload wrote the chunk (it was not stored before): dedup accounting.
     is_new: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+# -- garbage collection (see docs/gc.md) ---------------------------------------------------------
+
+
+class GCLease(Base):
+    """An exclusive, expiring lease. The row named ``gc`` is held by the one GC runner allowed to
+    mark and sweep; it is taken atomically (inserted, or taken over when expired or already ours)
+    and renewed inside every GC transaction that deletes, so a runner that lost it stops there."""
+
+    __tablename__ = "gc_leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PinSession(Base):
+    """An in-flight upload that relies on chunks between its dedup lookup and its commit. Each
+    lookup renews ``expires_at``; the commit (or a failed upload) deletes the session; GC deletes
+    expired sessions (a gateway that died mid-upload)."""
+
+    __tablename__ = "pin_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class ChunkPin(Base):
+    """A chunk a pin session relies on (deduplicated against, or written by it). GC deletes
+    neither the record nor the bytes of a pinned chunk."""
+
+    __tablename__ = "chunk_pins"
+
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("pin_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    chunk_hash: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class GCDeletion(Base):
+    """A chunk whose record GC deleted and whose bytes it has not finished deleting yet. Written
+    in the transaction that deletes the record; removed once the bytes are gone, so a pass that
+    crashed in between is finished by the next one."""
+
+    __tablename__ = "gc_deletions"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

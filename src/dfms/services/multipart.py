@@ -214,40 +214,51 @@ class MultipartService:
             max_size=max(0, self.uploads.max_size - others),
             quota_left=quota_left,
         )
-        async with self.db.write() as s:
-            user = await UserRepository(s).lock(user_id)
-            if user is None:
-                raise UploadNotFound()
-            repo = MultipartRepository(s)
-            upload = await self._live(repo, user_id, upload.id, for_update=True)
-            pending = await repo.pending_bytes(
-                user_id, self.clock(), except_part=(upload.id, number)
-            )
-            if user.used_bytes + pending + staged.size > user.quota_bytes:
-                raise QuotaExceeded()
-            others = await repo.session_bytes(upload.id, except_part=number)
-            if others + staged.size > self.uploads.max_size:
-                raise FileTooLarge(
-                    f"file exceeds the maximum upload size of {self.uploads.max_size} bytes"
+        committed = False
+        try:
+            async with self.db.write() as s:
+                # First statement: take the GC gate and turn the staging pins into references.
+                await self.uploads.claim_pins(s, staged)
+                user = await UserRepository(s).lock(user_id)
+                if user is None:
+                    raise UploadNotFound()
+                repo = MultipartRepository(s)
+                upload = await self._live(repo, user_id, upload.id, for_update=True)
+                pending = await repo.pending_bytes(
+                    user_id, self.clock(), except_part=(upload.id, number)
                 )
-            chunks = ChunkRepository(s)
-            # Reference the new part's chunks before releasing the replaced part's, so a chunk
-            # both share never drops to zero.
-            await chunks.add_refs(Counter(h for h, _, _ in staged.chunks), staged.sizes)
-            await chunks.add_replicas(staged.written)
-            replaced = await repo.occurrences(upload.id, number)
-            if replaced:
-                await chunks.release(replaced)
-            await repo.delete_part(upload.id, number)
-            part = await repo.add_part(
-                upload.id,
-                number,
-                size=staged.size,
-                sha256=staged.sha256,
-                chunks=staged.chunks,
-                new=set(staged.written),
-            )
-            return PartReceipt(upload.id, _part_view(part), staged.new_chunks, staged.dedup_chunks)
+                if user.used_bytes + pending + staged.size > user.quota_bytes:
+                    raise QuotaExceeded()
+                others = await repo.session_bytes(upload.id, except_part=number)
+                if others + staged.size > self.uploads.max_size:
+                    raise FileTooLarge(
+                        f"file exceeds the maximum upload size of {self.uploads.max_size} bytes"
+                    )
+                chunks = ChunkRepository(s)
+                # Reference the new part's chunks before releasing the replaced part's, so a chunk
+                # both share never drops to zero.
+                await chunks.add_refs(Counter(h for h, _, _ in staged.chunks), staged.sizes)
+                await chunks.add_replicas(staged.written)
+                replaced = await repo.occurrences(upload.id, number)
+                if replaced:
+                    await chunks.release(replaced)
+                await repo.delete_part(upload.id, number)
+                part = await repo.add_part(
+                    upload.id,
+                    number,
+                    size=staged.size,
+                    sha256=staged.sha256,
+                    chunks=staged.chunks,
+                    new=set(staged.written),
+                )
+                receipt = PartReceipt(
+                    upload.id, _part_view(part), staged.new_chunks, staged.dedup_chunks
+                )
+            committed = True
+            return receipt
+        finally:
+            if not committed:
+                await self.uploads.release_pins(staged)
 
     # ---- complete ----
 

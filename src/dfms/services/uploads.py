@@ -10,14 +10,15 @@ upload that never commits are orphans that GC reclaims after its grace period.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dfms.chunking import Chunk, ChunkParams, ChunkPipeline
@@ -28,8 +29,10 @@ from dfms.errors import (
     NameConflict,
     QuorumNotReached,
     QuotaExceeded,
+    StorageError,
 )
 from dfms.metadata.db import Database
+from dfms.metadata.gc_repository import PinRepository
 from dfms.metadata.models import Entry, Version, utcnow
 from dfms.metadata.repositories import (
     ChunkRepository,
@@ -41,6 +44,8 @@ from dfms.metadata.repositories import (
 from dfms.services.names import parse_id, validate_name
 from dfms.services.releases import apply_retention
 from dfms.storage.cluster import ReplicatedStore
+
+log = logging.getLogger(__name__)
 
 #: Request body read ahead of the chunker, so receiving overlaps cutting, hashing and writing.
 PREFETCH_BYTES = 8 << 20
@@ -60,6 +65,8 @@ class StagedContent:
     sizes: dict[str, int] = field(default_factory=dict)
     #: Replicas of chunks this upload wrote: hash -> node ids.
     written: dict[str, list[str]] = field(default_factory=dict)
+    #: Pin session protecting every chunk above from GC until the commit (docs/gc.md).
+    pin_session: str | None = None
 
     @property
     def new_chunks(self) -> int:
@@ -118,6 +125,7 @@ class UploadService:
         max_size: int,
         write_concurrency: int = 8,
         executor: Executor | None = None,
+        pin_ttl: float = 3600.0,
         retention: int = 50,
     ) -> None:
         self.db = db
@@ -126,6 +134,8 @@ class UploadService:
         self.max_size = max_size
         self.write_concurrency = write_concurrency
         self.executor = executor
+        #: Seconds an upload's pins live without renewal (``gc.pin_ttl``).
+        self.pin_ttl = pin_ttl
         #: Versions kept per file; a commit releases older ones in its transaction.
         self.retention = retention
 
@@ -149,6 +159,50 @@ class UploadService:
         max_size: int | None = None,
         quota_left: int | None = None,
     ) -> StagedContent:
+        """Stage the body (see ``_stage``). Its chunks stay pinned against GC until the commit
+        claims the pins (``claim_pins``); if staging fails, they are dropped at once."""
+        staged = StagedContent()
+        done = False
+        try:
+            await self._stage(staged, user_id, source, max_size=max_size, quota_left=quota_left)
+            done = True
+        finally:
+            if not done:
+                await self.release_pins(staged)
+        return staged
+
+    async def claim_pins(self, s: AsyncSession, staged: StagedContent) -> None:
+        """First statement of a transaction that references the staged chunks: take the GC gate
+        and drop the pins. Fails (retryable) if GC reaped them as expired, since a chunk this
+        upload relied on may then have been collected."""
+        pinned = staged.pin_session
+        if pinned is not None and not await PinRepository(s).claim(pinned):
+            raise StorageError(
+                "the upload outlived its chunk pins (gc.pin_ttl); its chunks may have been "
+                "garbage-collected: retry the upload"
+            )
+
+    async def release_pins(self, staged: StagedContent) -> None:
+        """Drop the pins of content that will not be committed. Best effort: pins that cannot be
+        dropped now expire after ``gc.pin_ttl``."""
+        if staged.pin_session is None:
+            return
+        try:
+            async with self.db.write() as s:
+                await PinRepository(s).release(staged.pin_session)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("could not release upload pins %s: %s", staged.pin_session, exc)
+        staged.pin_session = None
+
+    async def _stage(
+        self,
+        staged: StagedContent,
+        user_id: uuid.UUID,
+        source: AsyncIterable[bytes],
+        *,
+        max_size: int | None = None,
+        quota_left: int | None = None,
+    ) -> StagedContent:
         """Chunk, dedup and durably store the body; return what the commit needs. ``max_size``
         and ``quota_left`` override the byte limits (a multipart part shares them with the
         session's other parts)."""
@@ -156,7 +210,6 @@ class UploadService:
             quota_left = await self.quota_left(user_id)
         guard = _Guard(self.max_size if max_size is None else max_size, quota_left)
         pipeline = ChunkPipeline(self.params, executor=self.executor)
-        staged = StagedContent()
         slots = asyncio.Semaphore(self.write_concurrency)
         writing: dict[str, asyncio.Task[list[str]]] = {}
         pending: list[Chunk] = []
@@ -172,8 +225,12 @@ class UploadService:
             hashes = [c.sha256 for c in pending if c.sha256 not in staged.sizes]
             known: dict[str, list[str]] = {}
             if hashes:
-                async with self.db.read() as s:
-                    known = await ChunkRepository(s).stored(hashes)
+                # Pin before relying on a chunk (dedup) or writing it: GC deletes neither the
+                # record nor the bytes of a pinned chunk (docs/gc.md, "Race-freedom").
+                staged.pin_session = staged.pin_session or uuid.uuid4().hex
+                expires = utcnow() + timedelta(seconds=self.pin_ttl)
+                async with self.db.write() as s:
+                    known = await PinRepository(s).pin(staged.pin_session, hashes, expires)
             for c in pending:
                 if c.sha256 in staged.sizes:
                     continue
@@ -235,15 +292,22 @@ class UploadService:
         """Make the staged content visible as a new file or a new version, atomically.
         ``finalize`` runs last inside the same transaction (multipart completion uses it to
         retire its session)."""
-        name = validate_name(name)
-        mime = (mime_type or DEFAULT_MIME)[:255]
-        for attempt in range(3):
-            try:
-                return await self._commit_once(user_id, staged, name, folder_id, mime, finalize)
-            except IntegrityError:
-                if attempt == 2:
-                    raise NameConflict() from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        committed = False
+        try:
+            name = validate_name(name)
+            mime = (mime_type or DEFAULT_MIME)[:255]
+            for attempt in range(3):
+                try:
+                    view = await self._commit_once(user_id, staged, name, folder_id, mime, finalize)
+                    committed = True
+                    return view
+                except IntegrityError:
+                    if attempt == 2:
+                        raise NameConflict() from None
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            if not committed:  # its bytes become orphans for GC
+                await self.release_pins(staged)
 
     async def _commit_once(
         self,
@@ -255,6 +319,9 @@ class UploadService:
         finalize: Callable[[AsyncSession], Awaitable[None]] | None = None,
     ) -> FileView:
         async with self.db.write() as s:
+            # First: every chunk this upload deduplicated against or wrote is still there, and
+            # stays (add_refs below) once this commits. See docs/gc.md, "Race-freedom".
+            await self.claim_pins(s, staged)
             entries = EntryRepository(s)
             users = UserRepository(s)
             user = await users.lock(user_id)

@@ -20,16 +20,12 @@ Create Date: 2026-11-26
 """
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
-# Follows the GC migration 0002, written at the same time. Until that file lands this chains onto
-# 0001 so the tree keeps one head; once 0002 exists this resolves to "0002" (replace the
-# expression by the literal "0002" then).
-down_revision: str | None = "0002" if any(Path(__file__).parent.glob("0002_*.py")) else "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
