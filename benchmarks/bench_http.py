@@ -59,8 +59,8 @@ def curl_upload(url: str, token: str, path: Path, name: str) -> tuple[float, dic
             f"X-File-Name: {name}",
             "-H",
             "Expect:",
-            "--data-binary",
-            f"@{path}",
+            "-T",
+            str(path),
         ]
     )
     return dt, json.loads(out)["file"]
@@ -111,8 +111,8 @@ def plain_upload(path: Path) -> float:
                 f"http://127.0.0.1:{port}/",
                 "-H",
                 "Expect:",
-                "--data-binary",
-                f"@{path}",
+                "-T",
+                str(path),
             ]
         )
         return dt

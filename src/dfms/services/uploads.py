@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dfms.chunking import Chunk, ChunkParams, ChunkPipeline
-from dfms.chunking.prefetch import prefetch
+from dfms.chunking.prefetch import prefetch, read_ahead
 from dfms.errors import (
     FileTooLarge,
     FolderNotFound,
@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 #: Request body read ahead of the chunker, so receiving overlaps cutting, hashing and writing.
 PREFETCH_BYTES = 8 << 20
+#: Chunks cut and hashed ahead of the dedup lookups and writes (the pipeline keeps working while
+#: the upload awaits the database or a store).
+READ_AHEAD_CHUNKS = 8
 #: Chunks looked up in the metadata DB at once for dedup.
 LOOKUP_BATCH = 16
 DEFAULT_MIME = "application/octet-stream"
@@ -242,7 +245,8 @@ class UploadService:
             pending.clear()
 
         try:
-            async for c in pipeline.chunks(prefetch(guard.wrap(source), PREFETCH_BYTES)):
+            chunks = pipeline.chunks(prefetch(guard.wrap(source), PREFETCH_BYTES))
+            async for c in read_ahead(chunks, READ_AHEAD_CHUNKS):
                 staged.chunks.append((c.sha256, c.offset, c.length))
                 pending.append(c)
                 if len(pending) >= LOOKUP_BATCH:

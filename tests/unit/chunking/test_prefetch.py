@@ -92,3 +92,29 @@ def test_budget_must_be_positive() -> None:
             await anext(prefetch(src(), 0))
 
     asyncio.run(run())
+
+
+async def test_read_ahead_bounds_items_and_keeps_order() -> None:
+    """read_ahead() runs a source ahead of its consumer by at most max_items, in order."""
+    from dfms.chunking.prefetch import read_ahead
+
+    produced = 0
+
+    async def src() -> AsyncIterator[int]:
+        nonlocal produced
+        for i in range(30):
+            produced += 1
+            yield i
+
+    gen = read_ahead(src(), 3)
+    assert await anext(gen) == 0
+    last = -1
+    for _ in range(1000):
+        if produced == last:
+            break
+        last = produced
+        await asyncio.sleep(0)
+    assert produced <= 1 + 3 + 1
+    assert [x async for x in gen] == list(range(1, 30))
+    with pytest.raises(ValueError):
+        await anext(read_ahead(src(), 0))
