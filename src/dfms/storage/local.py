@@ -10,7 +10,8 @@ Durability (``fsync`` mode, see ``docs/replication.md``):
   makes the chunks reachable, so a committed chunk is as durable as with ``"always"``.
 * ``"never"``: no fsync at all (tests, scratch space). ``sync`` is a no-op.
 
-A crash can leave ``.tmp-*`` files behind; they are removed when the store opens. A crash in
+A crash can leave ``.tmp-*`` files behind; opening the store removes those older than
+``TEMP_MAX_AGE`` (younger ones may be a live write of another process on the same directory). A crash in
 ``"batch"`` mode before ``sync`` can also leave a renamed but empty or partial chunk file: reads
 reject it (``ChunkCorrupt``) and the next ``put`` of that chunk rewrites it.
 
@@ -27,6 +28,7 @@ import os
 import queue
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -46,8 +48,11 @@ __all__ = ["TEMP_PREFIX", "FsyncMode", "LocalDirStore"]
 
 FsyncMode = Literal["always", "batch", "never"]
 
-#: Name prefix of in-progress writes; anything with it is garbage once the store (re)opens.
+#: Name prefix of in-progress writes.
 TEMP_PREFIX = ".tmp-"
+#: A temp file older than this (seconds) belongs to a write that died; opening the store removes
+#: it. Younger ones may be another live process's write in progress and are left alone.
+TEMP_MAX_AGE = 600.0
 
 _HEX = frozenset("0123456789abcdef")
 #: Leaf directories scanned per worker-thread call by ``iterate``.
@@ -149,15 +154,21 @@ class LocalDirStore:
             if self._opened:
                 return
             count = used = removed = 0
+            now = time.time()
             try:
                 os.makedirs(self._root, exist_ok=True)
                 for leaf in self._leaf_dirs():
                     with os.scandir(leaf) as entries:
                         for entry in entries:
                             if entry.name.startswith(TEMP_PREFIX):
+                                # Only dead ones: another process (``dfms admin gc`` next to
+                                # ``dfms serve``) may open this directory while a write of the
+                                # server is in flight; a write takes milliseconds, not minutes.
                                 try:
-                                    os.unlink(entry.path)
-                                    removed += 1
+                                    age = now - entry.stat(follow_symlinks=False).st_mtime
+                                    if age >= TEMP_MAX_AGE:
+                                        os.unlink(entry.path)
+                                        removed += 1
                                 except FileNotFoundError:
                                     pass
                             elif self._is_chunk_entry(entry, leaf):

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ import pytest
 
 import dfms.storage.local as local_mod
 from dfms.errors import ConfigError, StoreUnavailable, ValidationFailed
-from dfms.storage.local import TEMP_PREFIX, LocalDirStore
+from dfms.storage.local import TEMP_MAX_AGE, TEMP_PREFIX, LocalDirStore
 
 if TYPE_CHECKING:
     from conftest import MakeChunk
@@ -103,15 +104,22 @@ async def test_open_removes_temp_files_and_counts_chunks(
         await first.put(h, data)
     h0 = chunks[0][0]
     leaf = tmp_path / h0[:2] / h0[2:4]
-    (leaf / f"{TEMP_PREFIX}{h0[:8]}-crashed").write_bytes(b"half a chunk")
-    (leaf / f"{TEMP_PREFIX}other").write_bytes(b"")
+    dead = time.time() - TEMP_MAX_AGE - 5
+    for name, content in (
+        (f"{TEMP_PREFIX}{h0[:8]}-crashed", b"half a chunk"),
+        (f"{TEMP_PREFIX}other", b""),
+    ):
+        (leaf / name).write_bytes(content)
+        os.utime(leaf / name, (dead, dead))
+    # A fresh temp file may be a live write of another process (dfms admin gc beside serve).
+    (leaf / f"{TEMP_PREFIX}inflight").write_bytes(b"being written")
     (leaf / "README").write_bytes(b"not a chunk")  # unknown files are left alone and ignored
     (tmp_path / "zz").mkdir()  # not a fan-out dir
 
     second = await LocalDirStore.open(tmp_path, fsync="never")
     assert second.temp_files_removed == 2
     assert sorted(p.name for p in leaf.iterdir()) == sorted(
-        ["README", *(h for h, _ in chunks if h[:4] == h0[:4])]
+        ["README", f"{TEMP_PREFIX}inflight", *(h for h, _ in chunks if h[:4] == h0[:4])]
     )
     st = await second.stat()
     assert st.chunk_count == 10
