@@ -11,9 +11,9 @@ Durability (``fsync`` mode, see ``docs/replication.md``):
 * ``"never"``: no fsync at all (tests, scratch space). ``sync`` is a no-op.
 
 A crash can leave ``.tmp-*`` files behind; opening the store removes those older than
-``TEMP_MAX_AGE`` (younger ones may be a live write of another process on the same directory). A crash in
-``"batch"`` mode before ``sync`` can also leave a renamed but empty or partial chunk file: reads
-reject it (``ChunkCorrupt``) and the next ``put`` of that chunk rewrites it.
+``TEMP_MAX_AGE`` (younger ones may be a live write of another process on the same directory).
+A crash in ``"batch"`` mode before ``sync`` can also leave a renamed but empty or partial chunk
+file: reads reject it (``ChunkCorrupt``) and the next ``put`` of that chunk rewrites it.
 
 All file I/O runs in worker threads (``asyncio.to_thread``); nothing blocks the event loop.
 One process owns a root directory at a time.
