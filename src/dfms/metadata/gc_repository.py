@@ -10,7 +10,7 @@ writer, so callers only need to be inside ``Database.write()``. See docs/gc.md, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +27,6 @@ from sqlalchemy import (
     union,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dfms.metadata.models import (
@@ -38,28 +37,10 @@ from dfms.metadata.models import (
     GCLease,
     PinSession,
 )
-from dfms.metadata.repositories import ChunkRepository
+from dfms.metadata.repositories import ChunkRepository, _batches, _dialect, _insert
 
 #: Key of the PostgreSQL advisory lock used as the GC gate ("dfmsgc" in ASCII).
 GATE_KEY = 0x64666D73_6763
-
-#: Rows per IN (...) list / multi-row INSERT (keeps statements under SQLite's parameter limit).
-BATCH = 500
-
-
-def _dialect(session: AsyncSession) -> str:
-    return session.get_bind().dialect.name
-
-
-def _insert(session: AsyncSession, table: Any) -> Any:
-    if _dialect(session) == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
-def _batches(items: Sequence[Any], size: int = BATCH) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 async def gate(session: AsyncSession, *, exclusive: bool) -> None:
