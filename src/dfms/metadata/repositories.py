@@ -195,6 +195,14 @@ class VersionRepository:
     async def get(self, version_id: uuid.UUID) -> Version | None:
         return await self.s.get(Version, version_id)
 
+    async def get_many(self, version_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Version]:
+        """Versions by id, in one query per batch (a listing page, not one query per row)."""
+        out: dict[uuid.UUID, Version] = {}
+        for batch in _batches(list(version_ids)):
+            for v in (await self.s.execute(select(Version).where(Version.id.in_(batch)))).scalars():
+                out[v.id] = v
+        return out
+
     async def next_number(self, entry_id: uuid.UUID) -> int:
         """One above the highest version number the entry has, or ever had (numbers of deleted
         versions are not reused: ``entries.version_floor``)."""

@@ -120,9 +120,11 @@ class FileService:
             rows, total = await EntryRepository(s).list_files(
                 user_id, offset=(page - 1) * page_size, limit=page_size
             )
-            versions = VersionRepository(s)
+            current = await VersionRepository(s).get_many(
+                [e.current_version_id for e in rows if e.current_version_id]
+            )
             items = [
-                _view(e, await versions.get(e.current_version_id) if e.current_version_id else None)
+                _view(e, current.get(e.current_version_id) if e.current_version_id else None)
                 for e in rows
             ]
         return Page(items, total, page, page_size)
