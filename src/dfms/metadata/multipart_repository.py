@@ -17,9 +17,7 @@ from sqlalchemy import and_, delete, func, insert, not_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dfms.metadata.models import UploadPart, UploadPartChunk, UploadSession, utcnow
-
-#: Rows per multi-row INSERT (keeps statements under SQLite's parameter limit).
-BATCH = 500
+from dfms.metadata.repositories import BATCH
 
 
 @dataclass(frozen=True, slots=True)

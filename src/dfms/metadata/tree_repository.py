@@ -23,9 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dfms.metadata.models import Entry, Version, utcnow
-
-#: Ids per ``IN (...)`` list (keeps statements under SQLite's parameter limit).
-BATCH = 500
+from dfms.metadata.repositories import BATCH
 
 
 def name_order(session: AsyncSession) -> ColumnElement[Any]:
