@@ -133,36 +133,70 @@ def durable_copy(src: Path, dst: Path) -> float:
     return dt
 
 
+def tree_pids(pid: int) -> list[int]:
+    """A process and its descendants."""
+    pids = [pid]
+    for p in pids:
+        try:
+            out = subprocess.run(["pgrep", "-P", str(p)], capture_output=True, text=True).stdout
+        except OSError:
+            continue
+        pids += [int(c) for c in out.split()]
+    return pids
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by a process tree (from /proc/<pid>/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 def run_dfms(tmpd: Path, src: Path, tag: str, env: dict[str, str]) -> dict[str, float | bool]:
     import httpx
 
     with ServerProcess(tmpd / f"data-{tag}", env=env) as server:
+        assert server.proc is not None
+        pid = server.proc.pid
         r = httpx.post(
             f"{server.url}/api/v1/auth/register",
             json={"email": "bench@example.com", "password": "benchpass123", "display_name": "B"},
         )
         token = r.json()["tokens"]["access_token"]
+        cpu0 = tree_cpu_seconds(pid)
         t_up, f = curl_upload(server.url, token, src, "a.bin")
+        cpu1 = tree_cpu_seconds(pid)
         t_re, f2 = curl_upload(server.url, token, src, "b.bin")
+        cpu2 = tree_cpu_seconds(pid)
         out = tmpd / "out.bin"
         t_down = curl_download(server.url, token, str(f["id"]), out)
+        cpu3 = tree_cpu_seconds(pid)
         ok = out.stat().st_size == src.stat().st_size
         out.unlink()
         assert f2["new_chunks"] == 0
     shutil.rmtree(tmpd / f"data-{tag}", ignore_errors=True)
-    return {"up": t_up, "re": t_re, "down": t_down, "ok": ok, "chunks": float(f["chunk_count"])}
+    return {
+        "up": t_up,
+        "re": t_re,
+        "down": t_down,
+        "ok": ok,
+        "chunks": float(f["chunk_count"]),
+        "cpu_up": cpu1 - cpu0,
+        "cpu_re": cpu2 - cpu1,
+        "cpu_down": cpu3 - cpu2,
+    }
 
 
 def tree_rss_peak(pid: int) -> int:
     """Sum of VmHWM (peak RSS, KiB) over a process and its descendants."""
     total = 0
-    pids = [pid]
-    try:
-        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-        pids += [int(p) for p in out.split()]
-    except OSError:
-        pass
-    for p in pids:
+    for p in tree_pids(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
@@ -213,16 +247,25 @@ def main() -> None:
         print(f"  baseline openssl dgst -sha256            {mb / t_ssl:8.0f} MB/s")
         print(f"  baseline plain HTTP upload (curl -T)     {mb / t_plain:8.0f} MB/s")
         print(f"  baseline durable disk write (write+fsync){mb / t_disk:8.0f} MB/s")
+        size = args.size_mib << 20
+
+        def cpu(seconds: float) -> str:
+            # server CPU per byte: comparable between runs even on a busy machine
+            return f"server CPU {seconds / size * 1e9:.2f} ns/B"
+
         for tag, r in runs.items():
             print(f"  dfms {tag}: chunks={r['chunks']:.0f}")
-            print(f"    upload (new content)                 {mb / r['up']:8.0f} MB/s")
+            print(
+                f"    upload (new content)                 {mb / r['up']:8.0f} MB/s"
+                f"   {cpu(r['cpu_up'])}"
+            )
             print(
                 f"    re-upload (all dedup)                {mb / r['re']:8.0f} MB/s"
-                f"   x{r['up'] / r['re']:.2f} vs first upload"
+                f"   x{r['up'] / r['re']:.2f} vs first upload, {cpu(r['cpu_re'])}"
             )
             print(
                 f"    download (verified)                  {mb / r['down']:8.0f} MB/s"
-                f"   size ok={r['ok']}"
+                f"   size ok={r['ok']}, {cpu(r['cpu_down'])}"
             )
         if rss:
             print(

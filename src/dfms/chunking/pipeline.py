@@ -3,25 +3,28 @@
 Threading model (two cores are used; pyfastcdc's cut loop, the Rabin extension and hashlib all
 release the GIL on large buffers)::
 
-    event loop   reads pieces -> collects a window -> submits jobs, yields chunks in order
-    cut lane     join + cut window k+1           (one job at a time: windows are sequential)
-    hash jobs    SHA-256 of the chunks of window k (many at once; small chunks in batches)
-    file lane    whole-stream SHA-256, in order  (one job at a time, in submission order)
+    event loop   collects pieces into windows, submits each window once, yields chunks in order
+    cut lane     join + cut window k, then submits the hash jobs of its chunks   (serial)
+    file lane    whole-stream SHA-256 of window k's new bytes                    (serial)
+    hash jobs    SHA-256 of the chunks of window k, in batches                   (parallel)
 
-The event loop only does bookkeeping; joining, cutting and hashing run in ``executor`` threads (a
-private pool of ``DEFAULT_WORKERS`` threads when none is given). A finished cut is followed at
-once by the next one, submitted before the hash jobs of the window just cut, so the one
-sequential lane everything depends on never queues behind hashing.
+Lanes are serial queues of jobs run back to back by one thread of the executor at a time, so the
+event loop touches each window once (submit) and each hash batch once (collect): the work itself
+flows from thread to thread without waiting for the loop. The cut lane is the one sequential chain
+everything depends on (each cut needs the undecided tail of the previous window); it is never
+queued behind hashing because it hands hash work to the executor instead of doing it.
 
-Windows: a window is cut once more than ``window_size = max(max_size, MIN_WINDOW)`` bytes are
-buffered (so small chunk sizes still make big, cheap jobs); while a cut runs, at most one more
-window is read ahead.
+Windows: pieces are collected until at least ``window_size`` bytes (default ``MIN_WINDOW`` or
+``max_size``, whichever is larger) are buffered, then handed to the lanes as one job. Bigger windows
+mean fewer jobs and less re-scanning of the undecided tail; smaller ones, less memory.
 
-Bounds (DESIGN.md invariant 8): a new window is cut only while the chunks cut but not yet yielded
-are at most ``max_inflight`` chunks or at most one window of bytes, and the file lane has at most
-one window queued besides the one it is hashing. Memory is therefore a small multiple of
-``window_size``, independent of the stream's length; ``peak_held_bytes`` and ``peak_pending``
-report what was actually held.
+Bounds (DESIGN.md invariant 8): at most ``max_inflight`` windows are submitted and not yet fully
+yielded; the loop stops reading the source until the oldest is consumed. Memory is therefore about
+``(max_inflight + 1) * window_size + max_size``, independent of the stream's length;
+``peak_held_bytes`` and ``peak_pending`` report what was actually held.
+
+Pieces are kept by reference until their window is cut and hashed: a source must not change a
+buffer after yielding it.
 
 Cancellation: if the consumer stops iterating, or its task is cancelled, queued jobs are
 cancelled, running jobs (each bounded: one window cut or one batch hashed) finish on their own and
@@ -31,15 +34,16 @@ their results are dropped, and a private pool's threads then exit. Nothing is lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
+import threading
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import Future as ConcurrentFuture
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-from dfms.chunking.core import BytesLike, Chunk, Span, make_chunker, sha256_hex
+from dfms.chunking.core import BytesLike, Chunk, Chunker, Span, make_chunker, sha256_hex
 from dfms.chunking.params import ChunkParams
 
 T = TypeVar("T")
@@ -48,133 +52,114 @@ T = TypeVar("T")
 DEFAULT_WORKERS: Final = 3
 #: name prefix of the private pool's threads (tests look for leftovers by it)
 THREAD_NAME_PREFIX: Final = "dfms-chunking"
-#: most windows queued in the file lane besides the one it is hashing
-_FILE_LANE_BACKLOG: Final = 1
 #: smallest window the pipeline cuts at once (bigger than max_size for small chunk sizes)
-MIN_WINDOW: Final = 2 << 20
+MIN_WINDOW: Final = 8 << 20
 #: consecutive chunks are hashed in one job until it covers this many bytes
-HASH_BATCH_BYTES: Final = 512 << 10
+HASH_BATCH_BYTES: Final = 1 << 20
 
 
-class _Jobs:
-    """Runs callables on an executor, mirrored as asyncio futures of the loop.
+class _Lane:
+    """A serial queue of jobs on a shared executor: jobs run one after another, in submission
+    order, each lane occupying at most one executor thread at a time."""
 
-    Unlike ``loop.run_in_executor``, a job that finishes after the loop closed is dropped quietly,
-    and ``cancel_all`` cancels every job not yet started.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, executor: Executor) -> None:
-        self._loop = loop
+    def __init__(self, executor: Executor) -> None:
         self._executor = executor
-        self._live: set[ConcurrentFuture[Any]] = set()
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...], ConcurrentFuture[Any]]] = (
+            deque()
+        )
+        self._running = False
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        waiter: asyncio.Future[T] = self._loop.create_future()
-        job = self._executor.submit(fn, *args)
-        self._live.add(job)
+    def submit(self, fn: Callable[..., T], *args: Any) -> ConcurrentFuture[T]:
+        future: ConcurrentFuture[T] = ConcurrentFuture()
+        with self._lock:
+            self._queue.append((fn, args, future))
+            if self._running:
+                return future
+            self._running = True
+        try:
+            self._executor.submit(self._drain)
+        except RuntimeError:  # executor shut down: nothing will ever run
+            with self._lock:
+                self._running = False
+            self.cancel()
+        return future
 
-        def done(job: ConcurrentFuture[T]) -> None:  # runs in the worker thread (or here)
-            # a closed loop raises RuntimeError: nobody waits for this result any more
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._settle, job, waiter)
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._running = False
+                    return
+                fn, args, future = self._queue.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the job
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
-        job.add_done_callback(done)
-        return waiter
-
-    def _settle(self, job: ConcurrentFuture[T], waiter: asyncio.Future[T]) -> None:
-        self._live.discard(job)
-        if waiter.done():  # cancelled by us
-            return
-        if job.cancelled():
-            waiter.cancel()
-            return
-        exc = job.exception()
-        if exc is not None:
-            waiter.set_exception(exc)
-        else:
-            waiter.set_result(job.result())
-
-    def cancel_all(self) -> None:
-        for job in list(self._live):
-            job.cancel()
+    def cancel(self) -> None:
+        """Cancel every job not started yet."""
+        with self._lock:
+            queued = list(self._queue)
+            self._queue.clear()
+        for _, _, future in queued:
+            future.cancel()
 
 
 def _hash_batch(views: list[memoryview]) -> list[str]:
     return [sha256_hex(view) for view in views]
 
 
-def _update_file_hash(hasher: Any, spans: list[Span]) -> None:
+def _update_file_hash(hasher: Any, pieces: list[BytesLike]) -> None:
+    for piece in pieces:
+        hasher.update(piece)
+
+
+@dataclass(slots=True)
+class _Batch:
+    spans: list[Span]
+    hashes: ConcurrentFuture[list[str]]
+
+
+@dataclass(slots=True)
+class _Window:
+    """One submitted window: its cut (a future of hash batches) and how much of it was yielded."""
+
+    nbytes: int
+    cut: ConcurrentFuture[list[_Batch]]
+    batches: deque[_Batch] = field(default_factory=deque)
+    cut_taken: bool = False
+
+
+def _cut_and_dispatch(
+    chunker: Chunker, executor: Executor, pieces: list[BytesLike], final: bool
+) -> list[_Batch]:
+    """Cut lane job: cut one window and submit the hash jobs of its chunks (never waits)."""
+    spans = chunker.cut_final(pieces) if final else chunker.cut(pieces)
+    batches: list[_Batch] = []
+    batch: list[Span] = []
+    batch_bytes = 0
     for span in spans:
-        hasher.update(span.data)
+        batch.append(span)
+        batch_bytes += span.length
+        if batch_bytes >= HASH_BATCH_BYTES:
+            batches.append(_Batch(batch, executor.submit(_hash_batch, [s.data for s in batch])))
+            batch = []
+            batch_bytes = 0
+    if batch:
+        batches.append(_Batch(batch, executor.submit(_hash_batch, [s.data for s in batch])))
+    return batches
 
 
-class _FileLane:
-    """The whole-stream SHA-256: updated window by window, strictly in order, one job at a time."""
-
-    def __init__(self, jobs: _Jobs) -> None:
-        self._jobs = jobs
-        self._hasher = hashlib.sha256()
-        self._queue: deque[list[Span]] = deque()
-        self._running: asyncio.Future[None] | None = None
-        self._running_spans: list[Span] = []
-        self._error: BaseException | None = None
-
-    @property
-    def backlog(self) -> int:
-        """Windows queued or being hashed."""
-        return len(self._queue) + (self._running is not None)
-
-    def held_windows(self) -> list[list[Span]]:
-        return [self._running_spans, *self._queue]
-
-    def submit(self, spans: list[Span]) -> None:
-        if spans:
-            self._queue.append(spans)
-            self._pump()
-
-    def _pump(self) -> None:
-        if self._running is None and self._queue and self._error is None:
-            self._running_spans = self._queue.popleft()
-            self._running = self._jobs.submit(_update_file_hash, self._hasher, self._running_spans)
-            self._running.add_done_callback(self._on_done)
-
-    def _on_done(self, job: asyncio.Future[None]) -> None:
-        if job is not self._running:
-            return
-        self._running = None
-        self._running_spans = []
-        if job.cancelled():
-            return
-        exc = job.exception()
-        if exc is not None:
-            self._error = exc
-            self._queue.clear()
-            return
-        self._pump()
-
-    async def drain(self, limit: int) -> None:
-        """Wait until at most ``limit`` windows are queued or being hashed."""
-        while self._running is not None and self.backlog > limit:
-            # _on_done was registered first, so it has run when this wait returns
-            await asyncio.wait((self._running,))
-        if self._error is not None:
-            raise self._error
-
-    async def hexdigest(self) -> str:
-        await self.drain(0)
-        return self._hasher.hexdigest()
-
-    def cancel(self) -> None:
-        self._queue.clear()
-        if self._running is not None:
-            self._running.cancel()
-
-
-def _window_bytes(spans: list[Span], seen: dict[int, int]) -> None:
-    """Record the size of each distinct window (the bytes object a span's view slices)."""
-    for span in spans:
-        window = span.data.obj
-        seen[id(window)] = len(window) if isinstance(window, bytes) else span.data.nbytes
+async def _result(future: ConcurrentFuture[T]) -> T:
+    """The result of a thread job; no loop round trip when it is already done."""
+    if future.done():
+        return future.result()
+    return await asyncio.wrap_future(future)
 
 
 class ChunkPipeline:
@@ -191,13 +176,22 @@ class ChunkPipeline:
         params: ChunkParams | None = None,
         *,
         executor: Executor | None = None,
-        max_inflight: int = 4,
+        max_inflight: int = 3,
         file_hash: bool = True,
+        window_size: int | None = None,
     ) -> None:
         if max_inflight < 1:
             raise ValueError(f"max_inflight={max_inflight} must be at least 1")
         self.params = params if params is not None else ChunkParams()
+        if window_size is None:
+            window_size = max(self.params.max_size, MIN_WINDOW)
+        if window_size < self.params.max_size:
+            raise ValueError(
+                f"window_size={window_size} must be at least max_size={self.params.max_size}"
+            )
+        #: windows submitted and not yet fully yielded, at most
         self.max_inflight = max_inflight
+        self.window_size = window_size
         self.file_hash = file_hash
         self._executor = executor
         self._busy = False
@@ -206,7 +200,7 @@ class ChunkPipeline:
         #: hex SHA-256 of the whole stream once iteration completed ("" before, or without
         #: ``file_hash``)
         self.sha256 = ""
-        #: largest number of bytes held at once (windows referenced by pending work + read-ahead)
+        #: largest number of bytes held at once (windows in flight + the one being collected)
         self.peak_held_bytes = 0
         #: largest number of chunks cut but not yet yielded
         self.peak_pending = 0
@@ -225,51 +219,62 @@ class ChunkPipeline:
         if executor is None:
             own_pool = ThreadPoolExecutor(DEFAULT_WORKERS, thread_name_prefix=THREAD_NAME_PREFIX)
             executor = own_pool
-        jobs = _Jobs(asyncio.get_running_loop(), executor)
-        file_lane = _FileLane(jobs) if self.file_hash else None
+        cut_lane = _Lane(executor)
+        file_lane = _Lane(executor)
+        hasher = hashlib.sha256()
+        # whole-stream hash jobs not known to be finished: (window bytes, job)
+        file_jobs: deque[tuple[int, ConcurrentFuture[None]]] = deque()
         chunker = make_chunker(self.params)
-        window = max(self.params.max_size, MIN_WINDOW)
-        # chunks cut but not yet yielded: span, its batch's hash job, its index in the batch
-        pending: deque[tuple[Span, asyncio.Future[list[str]], int]] = deque()
-        pending_bytes = 0
+        window_size = self.window_size
+        inflight: deque[_Window] = deque()
         new: list[BytesLike] = []
         new_bytes = 0
-        cutting: asyncio.Future[list[Span]] | None = None
         completed = False
 
-        def dispatch(spans: list[Span]) -> None:
-            nonlocal pending_bytes
-            batch: list[Span] = []
-            batch_bytes = 0
-            for i, span in enumerate(spans):
-                batch.append(span)
-                batch_bytes += span.length
-                if batch_bytes >= HASH_BATCH_BYTES or i == len(spans) - 1:
-                    job = jobs.submit(_hash_batch, [s.data for s in batch])
-                    pending.extend((s, job, j) for j, s in enumerate(batch))
-                    pending_bytes += batch_bytes
-                    batch = []
-                    batch_bytes = 0
-            if file_lane is not None:
-                file_lane.submit(spans)
-            self._account(chunker.buffered + new_bytes, pending, file_lane)
+        def submit(final: bool) -> None:
+            nonlocal new, new_bytes
+            if self.file_hash and new:
+                while file_jobs and file_jobs[0][1].done():
+                    file_jobs.popleft()[1].result()  # raises the lane's error early
+                file_jobs.append((new_bytes, file_lane.submit(_update_file_hash, hasher, new)))
+            cut = cut_lane.submit(_cut_and_dispatch, chunker, executor, new, final)
+            inflight.append(_Window(new_bytes, cut))
+            # both queues hold the newest windows, so the longer one holds all that are held
+            held = max(sum(w.nbytes for w in inflight), sum(n for n, _ in file_jobs))
+            self.peak_held_bytes = max(self.peak_held_bytes, held + self.params.max_size)
+            new = []
+            new_bytes = 0
 
-        def room_to_cut() -> bool:
-            return len(pending) <= self.max_inflight or pending_bytes <= window
+        def ready() -> bool:
+            """The next chunk in order can be yielded without waiting."""
+            if not inflight:
+                return False
+            head = inflight[0]
+            if not head.cut_taken:
+                return head.cut.done()
+            return not head.batches or head.batches[0].hashes.done()
 
-        def may_cut() -> bool:
-            """A window is ready and the bounds allow cutting it now."""
-            return (
-                chunker.buffered + new_bytes > window
-                and room_to_cut()
-                and (file_lane is None or file_lane.backlog <= _FILE_LANE_BACKLOG)
-            )
-
-        def pop() -> Chunk:
-            nonlocal pending_bytes
-            span, job, index = pending.popleft()
-            pending_bytes -= span.length
-            return Chunk(span.offset, span.length, job.result()[index], span.data)
+        async def next_batch() -> list[Chunk]:
+            """Wait for the oldest window's next hash batch (its cut first); drop finished
+            windows."""
+            head = inflight[0]
+            if not head.cut_taken:
+                head.batches.extend(await _result(head.cut))
+                head.cut_taken = True
+                pending = sum(len(b.spans) for w in inflight for b in w.batches)
+                self.peak_pending = max(self.peak_pending, pending)
+            if not head.batches:
+                inflight.popleft()
+                return []
+            batch = head.batches[0]
+            hashes = await _result(batch.hashes)
+            head.batches.popleft()
+            if not head.batches:
+                inflight.popleft()
+            return [
+                Chunk(s.offset, s.length, h, s.data)
+                for s, h in zip(batch.spans, hashes, strict=True)
+            ]
 
         try:
             async for piece in source:
@@ -279,70 +284,42 @@ class ChunkPipeline:
                 self.size += size
                 new.append(piece)
                 new_bytes += size
-                if cutting is not None and (cutting.done() or new_bytes > window):
-                    spans = await cutting
-                    cutting = None
-                    # the next cut goes to the executor first: cutting is the one lane that
-                    # everything else waits for
-                    if may_cut():
-                        cutting = jobs.submit(chunker.cut, new)
-                        new = []
-                        new_bytes = 0
-                    dispatch(spans)
-                if cutting is None and chunker.buffered + new_bytes > window:
-                    # back-pressure: let the consumer take chunks before cutting more
-                    while not room_to_cut():
-                        await pending[0][1]  # returns at once if done; raises its error
-                        yield pop()
-                    if file_lane is not None:
-                        await file_lane.drain(_FILE_LANE_BACKLOG)
-                    cutting = jobs.submit(chunker.cut, new)
-                    new = []
-                    new_bytes = 0
-                while pending and pending[0][1].done():
-                    yield pop()
-            if cutting is not None:
-                spans = await cutting
-                cutting = None
-                dispatch(spans)
-            cutting = jobs.submit(chunker.cut_final, new)
-            new = []
-            new_bytes = 0
-            spans = await cutting
-            cutting = None
-            dispatch(spans)
-            while pending:
-                await pending[0][1]  # returns at once if done; raises its error
-                yield pop()
-            if file_lane is not None:
-                self.sha256 = await file_lane.hexdigest()
+                if new_bytes >= window_size:
+                    # back-pressure: the oldest window is consumed before another is submitted
+                    while len(inflight) >= self.max_inflight:
+                        for chunk in await next_batch():
+                            yield chunk
+                    while len(file_jobs) >= self.max_inflight:
+                        await _result(file_jobs.popleft()[1])
+                    submit(final=False)
+                while ready():
+                    for chunk in await next_batch():
+                        yield chunk
+            submit(final=True)
+            while inflight:
+                for chunk in await next_batch():
+                    yield chunk
+            if self.file_hash:
+                for _, job in file_jobs:
+                    await _result(job)
+                self.sha256 = hasher.hexdigest()
             completed = True
         finally:
             self._busy = False
             if not completed:
-                jobs.cancel_all()
-                # cancel() also marks an already failed job's error as seen: only the first
-                # error, the one the consumer got, is reported; nothing is logged
-                if cutting is not None:
-                    cutting.cancel()
-                for _, job, _ in pending:
+                cut_lane.cancel()
+                file_lane.cancel()
+                for window in inflight:
+                    # cancel() also marks an already failed job's error as seen: only the first
+                    # error, the one the consumer got, is reported; nothing is logged
+                    window.cut.cancel()
+                    cut = window.cut
+                    taken = window.cut_taken or not cut.done() or cut.cancelled()
+                    if not taken and cut.exception() is None:
+                        window.batches.extend(cut.result())
+                    for batch in window.batches:
+                        batch.hashes.cancel()
+                for _, job in file_jobs:
                     job.cancel()
-                if file_lane is not None:
-                    file_lane.cancel()
             if own_pool is not None:
                 own_pool.shutdown(wait=False, cancel_futures=True)
-
-    def _account(
-        self,
-        buffered: int,
-        pending: deque[tuple[Span, asyncio.Future[list[str]], int]],
-        file_lane: _FileLane | None,
-    ) -> None:
-        seen: dict[int, int] = {}
-        _window_bytes([span for span, _, _ in pending], seen)
-        if file_lane is not None:
-            for spans in file_lane.held_windows():
-                _window_bytes(spans, seen)
-        held = sum(seen.values()) + buffered
-        self.peak_held_bytes = max(self.peak_held_bytes, held)
-        self.peak_pending = max(self.peak_pending, len(pending))

@@ -180,21 +180,27 @@ async def test_a_caller_executor_is_used_and_left_running(workers: int) -> None:
 
 async def test_memory_is_bounded_by_configuration_not_stream_length() -> None:
     """On streams far longer than a window, the bytes held at once and the chunks pending stay
-    within bounds computed from the configuration alone (not from the stream's length)."""
+    within bounds computed from the configuration alone (not from the stream's length):
+    ``max_inflight`` windows plus the undecided tail, and the chunks of those windows."""
     params = ChunkParams("fastcdc", 16 << 10, 64 << 10, 256 << 10)
     piece = 16 << 10
-    window = max(params.max_size, pipeline.MIN_WINDOW)
-    bound = 5 * (window + params.max_size)
+    window = 1 << 20
+    inflight = 3
+    bound = inflight * (window + piece) + params.max_size
     for length in (16 << 20, 48 << 20):
         data = random_bytes(length, 33)
-        p = ChunkPipeline(params, max_inflight=4)
+        p = ChunkPipeline(params, max_inflight=inflight, window_size=window)
         chunks = await collect(p, pieces(data, piece, "memoryview"))
         assert sum(c.length for c in chunks) == len(data)
-        assert 0 < p.peak_held_bytes <= bound
-        assert p.peak_pending <= p.max_inflight + 2 * (params.max_size + 2 * window) // (
-            params.min_size
-        )
-    assert bound < (48 << 20) // 4
+        assert window < p.peak_held_bytes <= bound
+        assert 0 < p.peak_pending <= inflight * (window + params.max_size) // (params.min_size - 1)
+    assert bound < (16 << 20) // 4
+
+
+def test_window_smaller_than_max_size_is_refused() -> None:
+    """A window must hold at least one whole chunk."""
+    with pytest.raises(ValueError, match="window_size"):
+        ChunkPipeline(ChunkParams(), window_size=1 << 20)
 
 
 async def test_consumer_breaking_early_leaves_no_thread_and_logs_nothing(
