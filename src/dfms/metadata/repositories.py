@@ -109,6 +109,14 @@ class RefreshTokenRepository:
             .values(revoked_at=utcnow())
         )
 
+    async def revoke_user(self, user_id: uuid.UUID) -> None:
+        """Revoke every refresh token of a user (account disabled)."""
+        await self.s.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+
 
 class EntryRepository:
     def __init__(self, session: AsyncSession) -> None:

@@ -1,8 +1,12 @@
-"""Accounts and sessions: register, login, refresh-token rotation with reuse detection, logout."""
+"""Accounts and sessions: register, login, refresh-token rotation with reuse detection, logout,
+and the per-request account check (active flag and role, cached per process for a few seconds)."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -15,6 +19,8 @@ from dfms.metadata.models import Entry, User
 from dfms.metadata.repositories import EntryRepository, RefreshTokenRepository, UserRepository
 
 ROLES = ("user", "admin")
+#: The role a request falls back to when its token's role is no longer the account's.
+LEAST_ROLE = "user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,54 @@ class Session:
     tokens: TokenPair
 
 
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    is_active: bool
+    role: str
+
+
+class AccountStateCache:
+    """Users' active flag and role as the database has them, read at most once per ``ttl``
+    seconds per user and process (``ttl`` 0: on every call). ``forget`` drops a user's entry
+    (this process changed the account); a read that raced with it is not cached."""
+
+    def __init__(
+        self,
+        db: Database,
+        ttl: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 65536,
+    ) -> None:
+        self.db = db
+        self.ttl = ttl
+        self.clock = clock
+        self.max_entries = max_entries
+        self._entries: OrderedDict[uuid.UUID, tuple[float, AccountState | None]] = OrderedDict()
+        self._generation = 0
+
+    async def get(self, user_id: uuid.UUID) -> AccountState | None:
+        """The account's state; None when no such account exists."""
+        now = self.clock()
+        hit = self._entries.get(user_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        generation = self._generation
+        async with self.db.read() as s:
+            user = await UserRepository(s).get(user_id)
+        state = AccountState(user.is_active, user.role) if user is not None else None
+        if self.ttl > 0 and generation == self._generation:
+            self._entries[user_id] = (now + self.ttl, state)
+            self._entries.move_to_end(user_id)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return state
+
+    def forget(self, user_id: uuid.UUID) -> None:
+        self._generation += 1
+        self._entries.pop(user_id, None)
+
+
 class UserService:
     def __init__(
         self,
@@ -46,11 +100,26 @@ class UserService:
         hasher: PasswordHasher,
         *,
         default_quota: int,
+        active_cache_ttl: float = 0.0,
     ) -> None:
         self.db = db
         self.tokens = tokens
         self.hasher = hasher
         self.default_quota = default_quota
+        self.accounts = AccountStateCache(db, active_cache_ttl)
+
+    async def authorize(self, user_id: uuid.UUID, token_role: str) -> str:
+        """The role a request holding a valid access token of ``user_id`` acts with.
+
+        A disabled or deleted account gets :class:`AuthTokenInvalid` (within the cache TTL of
+        the change). Least privilege: the token's role counts only while the account still has
+        it, so a demotion takes effect within the cache TTL and a promotion with the next
+        refresh (which issues tokens with the account's current role).
+        """
+        state = await self.accounts.get(user_id)
+        if state is None or not state.is_active:
+            raise AuthTokenInvalid()
+        return token_role if token_role == state.role else LEAST_ROLE
 
     async def create_user(
         self, email: str, password: str, display_name: str | None = None, *, role: str = "user"
@@ -116,16 +185,20 @@ class UserService:
                 raise AuthTokenInvalid()
             if record.used_at is not None or record.revoked_at is not None:
                 await repo.revoke_family(record.family_id)
-                reuse = True
+                refused: AuthTokenInvalid | None = AuthTokenInvalid(
+                    "refresh token already used; please log in again"
+                )
             else:
-                reuse = False
+                refused = None
                 await repo.mark_used(claims.jti)
+                # Defect 7 of the reference: the new pair carries the account's current role
+                # (from here, not from the presented token), and a disabled account gets none.
                 user = await UserRepository(s).get(record.user_id)
                 if user is None or not user.is_active:
                     await repo.revoke_family(record.family_id)
-                    reuse = True
-        if reuse:
-            raise AuthTokenInvalid("refresh token already used; please log in again")
+                    refused = AuthTokenInvalid()
+        if refused is not None:
+            raise refused
         assert user is not None
         view = UserView.of(user)
         return Session(view, await self._issue(view, family_id=record.family_id))

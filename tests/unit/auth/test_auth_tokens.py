@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -15,7 +14,6 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
 from dfms.auth.keys import KeyRing, generate_key, load_keyring
 from dfms.auth.tokens import (
@@ -27,49 +25,16 @@ from dfms.auth.tokens import (
 )
 from dfms.config import AuthSettings
 from dfms.errors import AuthTokenInvalid, AuthTokenMissing, ConfigError
-from tests.unit.auth._auth_helpers import START, FakeClock
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64json(obj: Any) -> str:
-    return _b64(json.dumps(obj, separators=(",", ":")).encode())
-
-
-def _unb64json(segment: str) -> Any:
-    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-
-
-def _claims(**overrides: Any) -> dict[str, Any]:
-    now = int(START)
-    claims: dict[str, Any] = {
-        "sub": "user-1",
-        "role": "user",
-        "typ": "access",
-        "fam": "family-1",
-        "iss": "dfms-auth",
-        "aud": "dfms-api",
-        "iat": now,
-        "nbf": now,
-        "exp": now + 900,
-        "jti": uuid.uuid4().hex,
-    }
-    claims.update(overrides)
-    return {k: v for k, v in claims.items() if v is not None}
-
-
-def _sign(keyring: KeyRing, claims: dict[str, Any], **headers: Any) -> str:
-    headers.setdefault("kid", keyring.signing_kid)
-    return jwt.encode(claims, keyring.signing_key, algorithm="ES256", headers=headers)
-
-
-def _forge(keyring: KeyRing, header: dict[str, Any], claims: dict[str, Any]) -> str:
-    """An ES256 token signed by our key with any header (PyJWT refuses to build some)."""
-    signing_input = f"{_b64json(header)}.{_b64json(claims)}"
-    signature = ECAlgorithm(ECAlgorithm.SHA256).sign(signing_input.encode(), keyring.signing_key)
-    return f"{signing_input}.{_b64(signature)}"
+from tests.unit.auth._auth_helpers import (
+    START,
+    FakeClock,
+    b64,
+    b64json,
+    forge,
+    make_claims,
+    sign_token,
+    unb64json,
+)
 
 
 def _assert_invalid(
@@ -121,8 +86,8 @@ def test_token_contents(service: TokenService, keyring: KeyRing) -> None:
     header = jwt.get_unverified_header(pair.access_token)
     assert header["alg"] == "ES256"
     assert header["kid"] == keyring.signing_kid
-    access = _unb64json(pair.access_token.split(".")[1])
-    refresh = _unb64json(pair.refresh_token.split(".")[1])
+    access = unb64json(pair.access_token.split(".")[1])
+    refresh = unb64json(pair.refresh_token.split(".")[1])
     for claims, typ, ttl in ((access, "access", 900), (refresh, "refresh", 604800)):
         assert claims["typ"] == typ
         assert claims["sub"] == "user-1"
@@ -182,7 +147,7 @@ def test_invalid_service_settings(keyring: KeyRing, kwargs: dict[str, Any]) -> N
 
 
 def test_alg_none_is_rejected(service: TokenService, keyring: KeyRing) -> None:
-    token = jwt.encode(_claims(), None, algorithm="none", headers={"kid": keyring.signing_kid})
+    token = jwt.encode(make_claims(), None, algorithm="none", headers={"kid": keyring.signing_kid})
     error = _assert_invalid(service, token)
     assert isinstance(error.__cause__, jwt.PyJWTError)
     # The same with a dummy signature segment added.
@@ -191,7 +156,7 @@ def test_alg_none_is_rejected(service: TokenService, keyring: KeyRing) -> None:
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE"])
 def test_alg_none_variants_are_rejected(service: TokenService, keyring: KeyRing, alg: str) -> None:
-    token = f"{_b64json({'alg': alg, 'kid': keyring.signing_kid})}.{_b64json(_claims())}.c2ln"
+    token = f"{b64json({'alg': alg, 'kid': keyring.signing_kid})}.{b64json(make_claims())}.c2ln"
     _assert_invalid(service, token)
 
 
@@ -204,17 +169,19 @@ def test_hs256_signed_with_the_public_key_is_rejected(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     for secret in (public_pem, json.dumps(keyring.jwks()["keys"][0]).encode()):
-        signing_input = f"{_b64json({'alg': 'HS256', 'typ': 'JWT', 'kid': keyring.signing_kid})}"
-        signing_input += f".{_b64json(_claims(role='admin'))}"
+        signing_input = f"{b64json({'alg': 'HS256', 'typ': 'JWT', 'kid': keyring.signing_kid})}"
+        signing_input += f".{b64json(make_claims(role='admin'))}"
         signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-        error = _assert_invalid(service, f"{signing_input}.{_b64(signature)}")
+        error = _assert_invalid(service, f"{signing_input}.{b64(signature)}")
         assert isinstance(error.__cause__, jwt.InvalidAlgorithmError)
 
 
 def test_signed_by_an_unknown_key_is_rejected(service: TokenService, keyring: KeyRing) -> None:
     stranger = ec.generate_private_key(ec.SECP256R1())
     # Same kid as ours: the signature does not verify.
-    token = jwt.encode(_claims(), stranger, algorithm="ES256", headers={"kid": keyring.signing_kid})
+    token = jwt.encode(
+        make_claims(), stranger, algorithm="ES256", headers={"kid": keyring.signing_kid}
+    )
     error = _assert_invalid(service, token)
     assert isinstance(error.__cause__, jwt.InvalidSignatureError)
 
@@ -224,32 +191,32 @@ def test_unknown_or_missing_kid_is_rejected(
     service: TokenService, keyring: KeyRing, kid: Any
 ) -> None:
     headers: dict[str, Any] = {"kid": kid} if kid is not None else {}
-    token = jwt.encode(_claims(), keyring.signing_key, algorithm="ES256", headers=headers)
+    token = jwt.encode(make_claims(), keyring.signing_key, algorithm="ES256", headers=headers)
     error = _assert_invalid(service, token)
     assert isinstance(error.__cause__, jwt.InvalidKeyError)
 
 
 @pytest.mark.parametrize("kid", [7, ["x"], {"a": 1}, True])
 def test_non_string_kid_is_rejected(service: TokenService, keyring: KeyRing, kid: Any) -> None:
-    token = _forge(keyring, {"alg": "ES256", "kid": kid}, _claims())
+    token = forge(keyring, {"alg": "ES256", "kid": kid}, make_claims())
     error = _assert_invalid(service, token)
     assert isinstance(error.__cause__, jwt.PyJWTError)
 
 
 def test_forged_token_with_our_key_verifies(service: TokenService, keyring: KeyRing) -> None:
     # Sanity check of _forge, so that the rejections above are about the header alone.
-    token = _forge(keyring, {"alg": "ES256", "kid": keyring.signing_kid}, _claims())
+    token = forge(keyring, {"alg": "ES256", "kid": keyring.signing_kid}, make_claims())
     assert service.verify_access(token).user_id == "user-1"
 
 
 def test_wrong_issuer_is_rejected(service: TokenService, keyring: KeyRing) -> None:
-    error = _assert_invalid(service, _sign(keyring, _claims(iss="someone-else")))
+    error = _assert_invalid(service, sign_token(keyring, make_claims(iss="someone-else")))
     assert isinstance(error.__cause__, jwt.InvalidIssuerError)
 
 
 @pytest.mark.parametrize("aud", ["other-api", ["dfms-api", "other-api"], ["dfms-api"]])
 def test_wrong_audience_is_rejected(service: TokenService, keyring: KeyRing, aud: Any) -> None:
-    error = _assert_invalid(service, _sign(keyring, _claims(aud=aud)))
+    error = _assert_invalid(service, sign_token(keyring, make_claims(aud=aud)))
     assert isinstance(error.__cause__, jwt.InvalidAudienceError)
 
 
@@ -285,7 +252,7 @@ def test_not_yet_valid_is_rejected_beyond_the_leeway(
 
 
 def test_iat_in_the_future_is_rejected(service: TokenService, keyring: KeyRing) -> None:
-    token = _sign(keyring, _claims(iat=int(START) + 3600))
+    token = sign_token(keyring, make_claims(iat=int(START) + 3600))
     error = _assert_invalid(service, token)
     assert isinstance(error.__cause__, jwt.ImmatureSignatureError)
 
@@ -293,9 +260,9 @@ def test_iat_in_the_future_is_rejected(service: TokenService, keyring: KeyRing) 
 def test_tampered_payload_is_rejected(service: TokenService) -> None:
     pair = service.issue_pair("user-1", "user")
     header, payload, signature = pair.access_token.split(".")
-    claims = _unb64json(payload)
+    claims = unb64json(payload)
     claims["role"] = "admin"
-    error = _assert_invalid(service, f"{header}.{_b64json(claims)}.{signature}")
+    error = _assert_invalid(service, f"{header}.{b64json(claims)}.{signature}")
     assert isinstance(error.__cause__, jwt.InvalidSignatureError)
 
 
@@ -306,7 +273,7 @@ def test_tampered_header_is_rejected(service: TokenService, keyring: KeyRing) ->
     pair = service.issue_pair("user-1", "user")
     _, payload, signature = pair.access_token.split(".")
     other_kid = ring.keys[0].kid
-    header = _b64json({"alg": "ES256", "typ": "JWT", "kid": other_kid})
+    header = b64json({"alg": "ES256", "typ": "JWT", "kid": other_kid})
     _assert_invalid(service, f"{header}.{payload}.{signature}")
 
 
@@ -344,18 +311,20 @@ def test_refresh_used_as_access_and_the_reverse_are_rejected(service: TokenServi
 def test_bad_claims_are_rejected(
     service: TokenService, keyring: KeyRing, overrides: dict[str, Any]
 ) -> None:
-    _assert_invalid(service, _sign(keyring, _claims(**overrides)))
+    _assert_invalid(service, sign_token(keyring, make_claims(**overrides)))
 
 
 def test_refresh_needs_a_family(service: TokenService, keyring: KeyRing) -> None:
-    _assert_invalid(service, _sign(keyring, _claims(typ="refresh", fam=None)), refresh=True)
-    _assert_invalid(service, _sign(keyring, _claims(typ="refresh", fam="")), refresh=True)
-    claims = service.verify_refresh(_sign(keyring, _claims(typ="refresh")))
+    _assert_invalid(
+        service, sign_token(keyring, make_claims(typ="refresh", fam=None)), refresh=True
+    )
+    _assert_invalid(service, sign_token(keyring, make_claims(typ="refresh", fam="")), refresh=True)
+    claims = service.verify_refresh(sign_token(keyring, make_claims(typ="refresh")))
     assert claims.family_id == "family-1"
 
 
 def test_access_without_family_is_accepted(service: TokenService, keyring: KeyRing) -> None:
-    assert service.verify_access(_sign(keyring, _claims(fam=None))).family_id is None
+    assert service.verify_access(sign_token(keyring, make_claims(fam=None))).family_id is None
 
 
 @pytest.mark.parametrize(
@@ -374,9 +343,9 @@ def test_access_without_family_is_accepted(service: TokenService, keyring: KeyRi
         "a.b.c=",
         "x" * (MAX_TOKEN_LENGTH + 1),
         "eyJ" * 200 + ".e30.c2ln",
-        _b64json(["not", "an", "object"]) + ".e30.c2ln",
-        _b64(b"\xff\xfe") + ".e30.c2ln",
-        _b64(b"[" * 300) + ".e30.c2ln",
+        b64json(["not", "an", "object"]) + ".e30.c2ln",
+        b64(b"\xff\xfe") + ".e30.c2ln",
+        b64(b"[" * 300) + ".e30.c2ln",
         "A.e30.c2ln",
     ],
 )

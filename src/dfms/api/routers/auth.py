@@ -18,7 +18,7 @@ from dfms.api.schemas import (
 from dfms.services.users import Session
 
 router = APIRouter(prefix="/auth", tags=["auth"])
-ERR = error_responses(400, 401, 409)
+ERR = error_responses(400, 401, 409, 429)  # 429: the per-IP auth rate limit
 
 
 def _tokens(session: Session) -> TokensOut:
