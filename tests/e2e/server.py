@@ -1,4 +1,4 @@
-"""Run a real ``dfms serve`` process for end-to-end tests."""
+"""Run a real ``dfms serve`` (or ``dfms gateway``) process for end-to-end tests."""
 
 from __future__ import annotations
 
@@ -24,8 +24,15 @@ def free_port() -> int:
 class ServerProcess:
     """``dfms serve`` in its own process group, so a kill reaches its workers too."""
 
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        command: str = "serve",
+    ) -> None:
         self.data_dir = data_dir
+        self.command = command
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = args
@@ -40,7 +47,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
         dfms = Path(sys.executable).with_name("dfms")
-        cmd = [str(dfms), "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        cmd = [str(dfms), self.command, "--data-dir", str(self.data_dir), "--port", str(self.port)]
         with self.log.open("ab") as logf:
             self.proc = subprocess.Popen(
                 [*cmd, *self.args],

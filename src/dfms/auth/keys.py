@@ -133,7 +133,9 @@ def _key_files(directory: Path) -> list[Path]:
     try:
         entries = list(directory.iterdir())
     except FileNotFoundError as exc:
-        raise ConfigError(f"keys directory {directory} does not exist") from exc
+        raise ConfigError(
+            f"keys directory {directory} does not exist; create a key with `dfms keys generate`"
+        ) from exc
     except NotADirectoryError as exc:
         raise ConfigError(f"keys path {directory} is not a directory") from exc
     except OSError as exc:

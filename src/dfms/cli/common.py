@@ -18,6 +18,10 @@ DataDirOpt = Annotated[
         "--data-dir", help="Data directory (embedded layout). Default ./data.", show_default=False
     ),
 ]
+HostOpt = Annotated[
+    str | None, typer.Option("--host", help="Address to listen on (default 127.0.0.1).")
+]
+PortOpt = Annotated[int | None, typer.Option("--port", help="Port to listen on (default 8080).")]
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(

@@ -8,7 +8,7 @@ from dfms.cli.admin import admin_app
 from dfms.cli.db import db_app
 from dfms.cli.debug import debug_app
 from dfms.cli.keys import keys_app
-from dfms.cli.serve import serve
+from dfms.cli.serve import gateway, serve
 from dfms.cli.user import user_app
 
 app = typer.Typer(
@@ -16,8 +16,10 @@ app = typer.Typer(
     help="DFMS: distributed file storage with content-defined chunking, dedup and replication.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",
 )
 app.command("serve")(serve)
+app.command("gateway")(gateway)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 app.add_typer(keys_app, name="keys")

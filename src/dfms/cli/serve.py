@@ -1,4 +1,5 @@
-"""``dfms serve``: the all-in-one server (gateway + embedded storage nodes)."""
+"""``dfms serve`` (the all-in-one server: gateway + embedded storage nodes + GC schedule) and
+``dfms gateway`` (the HTTP API alone, several of which may share one PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -8,49 +9,63 @@ from typing import Annotated
 
 import typer
 
-from dfms.cli.common import ConfigOpt, DataDirOpt, fail, settings_from
+from dfms.api.app import Role
+from dfms.cli.common import ConfigOpt, DataDirOpt, HostOpt, PortOpt, fail, settings_from
 from dfms.config import Settings
 from dfms.errors import DFMSError
 
 
-def _prepare(settings: Settings) -> None:
-    """Apply migrations and create keys before workers start (so they never race on it)."""
+def _prepare(settings: Settings, role: Role) -> None:
+    """``serve``: apply migrations and create keys before the workers start (so they never
+    race on it). ``gateway``: check that the schema is current and a key exists (nothing is
+    changed), so a misconfigured gateway fails at once with a clear message."""
     from dfms.context import AppContext
 
     async def run() -> None:
-        ctx = await AppContext.open(settings)
+        if role == "gateway":
+            ctx = await AppContext.open(settings, migrate=False, create_keys=False)
+        else:
+            ctx = await AppContext.open(settings)
         await ctx.aclose()
 
     asyncio.run(run())
 
 
-def run_server(settings: Settings) -> None:
+def run_server(settings: Settings, role: Role = "serve", workers: int = 1) -> None:
     from granian import Granian
     from granian.constants import Interfaces
 
-    from dfms.api.app import SETTINGS_ENV, settings_to_env
+    from dfms.api.app import ROLE_ENV, SETTINGS_ENV, settings_to_env
     from dfms.observability import configure_logging
 
     configure_logging(settings.logging.level, settings.logging.format)
     try:
-        _prepare(settings)
+        _prepare(settings, role)
     except DFMSError as exc:
         fail(exc.message)
     os.environ[SETTINGS_ENV] = settings_to_env(settings)
+    os.environ[ROLE_ENV] = role
     host, port = settings.server.host, settings.server.port
     shown = f"[{host}]" if ":" in host else host
+    what = "DFMS serving" if role == "serve" else f"DFMS gateway ({workers} worker(s))"
     typer.echo(
-        f"DFMS serving on http://{shown}:{port}  (data: {settings.data_dir}, "
+        f"{what} on http://{shown}:{port}  (data: {settings.data_dir}, "
         f"nodes: {len(settings.node_list())}, replication: {settings.storage.replication})",
         err=True,
     )
+    from granian.http import HTTP1Settings
+
+    # granian's own header buffer cap (~408 KiB) stays: it is also its body read size, which
+    # matters for upload throughput; the app refuses headers over server.max_header_bytes
+    http1 = HTTP1Settings(header_read_timeout=int(settings.server.header_timeout * 1000))
     Granian(
         "dfms.api.app:app_from_env",
         factory=True,
         address=host,
         port=port,
         interface=Interfaces.ASGI,
-        workers=1,
+        workers=workers,
+        http1_settings=http1,
         log_enabled=True,
         log_access=False,
     ).serve()
@@ -59,10 +74,8 @@ def run_server(settings: Settings) -> None:
 def serve(
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
-    host: Annotated[
-        str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")
-    ] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
     nodes: Annotated[
         int | None, typer.Option("--nodes", help="Number of local storage node directories.")
     ] = None,
@@ -82,3 +95,24 @@ def serve(
         storage={"node_count": nodes, "replication": replication},
     )
     run_server(settings)
+
+
+def gateway(
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="Worker processes (default 1).")
+    ] = 1,
+) -> None:
+    """Run the HTTP API gateway alone: no GC schedule, no migrations, no key creation.
+
+    Several gateways (on one or several machines) can share one PostgreSQL database, the same
+    storage nodes and signing keys, and one Redis for rate limits. Before the first start run
+    `dfms db upgrade` and `dfms keys generate` with the same --config; the gateway refuses to
+    start on an outdated schema or without a key. GC runs elsewhere (`dfms admin gc`, or one
+    `dfms serve`). Stops cleanly on SIGINT/SIGTERM.
+    """
+    settings = settings_from(data_dir, config, server={"host": host, "port": port})
+    run_server(settings, role="gateway", workers=workers)

@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
+from dfms.errors import SchemaOutdated
 from dfms.metadata.db import Database
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -39,3 +40,24 @@ async def current_revision(db: Database) -> str | None:
 
     async with db.engine.connect() as conn:
         return await conn.run_sync(_get)
+
+
+def head_revision() -> str:
+    """The newest migration this version of DFMS ships."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "no migrations shipped"
+    return head
+
+
+async def require_current(db: Database) -> None:
+    """:class:`SchemaOutdated` unless the schema is exactly at this version's head (a gateway
+    never migrates: ``dfms db upgrade`` does, once, before the gateways start)."""
+    current = await current_revision(db)
+    head = head_revision()
+    if current != head:
+        raise SchemaOutdated(
+            f"database schema is at revision {current or 'none (empty database)'}, this version "
+            f"of DFMS needs {head}: run `dfms db upgrade` first"
+        )
