@@ -303,3 +303,41 @@ async def test_name_search_is_index_backed(client: httpx.AsyncClient, ctx: Any) 
             assert "ix_entries_name_trgm" in plan and "ix_entries_meta_trgm" in plan, plan
         ids = (await s.execute(stmt)).scalars().all()
         assert len(ids) == 1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"q": "match"},  # trigram/FTS-driven on SQLite, ASCII: the page walks with LIKE
+        {"q": "ma"},  # too short for trigrams: scan
+        {"type": "folder"},  # filter only: scan
+        {"q": "mätch"},  # non-ASCII: the page walks with the FTS match itself
+    ],
+)
+async def test_broad_search_counts_up_to_the_cap_and_pages_stay_in_name_order(
+    client: httpx.AsyncClient, ctx: Any, params: dict[str, str]
+) -> None:
+    """Beyond the count cap, total stops at the cap with total_exact false, and walking the
+    pages still yields every match exactly once, in name order; at or under the cap the count
+    is exact."""
+    auth = await register(client)
+    names = [f"{'mätch' if 'mätch' in params.values() else 'match'}-{i:02d}" for i in range(13)]
+    for name in reversed(names):
+        await mkdir(client, auth, name)
+    assert (await upload(client, auth, b"x", name="other.txt")).status_code == 201
+    ctx.search.count_cap = 5
+    seen: list[str] = []
+    for page in range(1, 6):
+        r = await client.get(
+            f"{API}/search", params={**params, "page": page, "page_size": 4}, headers=auth
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["total"], body["total_exact"]) == (5, False)
+        seen += [e["name"] for e in body["results"]]
+    assert seen == sorted(names)
+    ctx.search.count_cap = 13
+    r = await client.get(f"{API}/search", params={**params, "page_size": 4}, headers=auth)
+    body = r.json()
+    assert (body["total"], body["total_exact"], body["total_pages"]) == (13, True, 4)
+    assert [e["name"] for e in body["results"]] == sorted(names)[:4]

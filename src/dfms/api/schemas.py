@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 
 class _In(BaseModel):
@@ -183,7 +183,11 @@ class VersionListOut(BaseModel):
 
 class SearchOut(BaseModel):
     results: list[EntryOut]
-    total: int
+    total: int = Field(description="Matches, counted up to 1000 (see total_exact)")
+    total_exact: bool = Field(
+        description="False when more than `total` entries match (the count stops at 1000; "
+        "every page can still be fetched)"
+    )
     page: int
     page_size: int
     total_pages: int
@@ -229,3 +233,94 @@ class MultipartStatusOut(BaseModel):
     expires_at: datetime
     parts: list[PartOut]
     received_bytes: int
+
+
+# ---- signing keys, admin API ----
+
+
+class JWKOut(BaseModel):
+    """One public signing key (RFC 7517 / RFC 7518, EC P-256)."""
+
+    kty: Literal["EC"]
+    crv: Literal["P-256"]
+    x: str
+    y: str
+    use: Literal["sig"]
+    alg: Literal["ES256"]
+    kid: str
+
+
+class JWKSOut(BaseModel):
+    keys: list[JWKOut] = Field(description="Every key that verifies tokens; newest (signing) first")
+
+
+class AdminUserOut(BaseModel):
+    id: uuid.UUID
+    email: str
+    display_name: str
+    role: str = Field(description="admin or user")
+    is_active: bool
+    quota: int = Field(description="Quota in bytes")
+    used: int = Field(description="Logical bytes of every stored version of the user's files")
+    created_at: datetime
+    updated_at: datetime
+
+
+class AdminUserEnvelope(BaseModel):
+    user: AdminUserOut
+
+
+class AdminUserListOut(BaseModel):
+    users: list[AdminUserOut] = Field(description="Ordered by email")
+    total: int
+    page: int
+    page_size: int
+    total_pages: int
+
+
+class AdminUserPatchIn(_In):
+    """Any of the fields; absent or null leaves it unchanged."""
+
+    is_active: StrictBool | None = Field(
+        default=None, description="false disables the account (refresh tokens are revoked)"
+    )
+    quota: StrictInt | None = Field(default=None, ge=0, le=2**62, description="Quota in bytes")
+    role: Literal["admin", "user"] | None = Field(
+        default=None, description="In the account's tokens from its next refresh"
+    )
+
+
+class NodeOut(BaseModel):
+    id: str
+    address: str
+    zone: str
+    weight: float
+    state: str
+    reachable: bool = Field(description="false: stat() failed or timed out; figures are null")
+    capacity: int | None = Field(description="Bytes")
+    free: int | None = Field(description="Bytes")
+    used: int | None = Field(description="Bytes of chunk files on the node")
+    chunk_count: int | None
+
+
+class ClusterTotalsOut(BaseModel):
+    users: int
+    active_users: int
+    active_admins: int
+    files: int = Field(description="Live files")
+    versions: int = Field(description="Stored versions of live files")
+    logical_bytes: int = Field(
+        description="Sum of the sizes of ALL stored versions of live files (what quotas count)"
+    )
+    current_bytes: int = Field(description="Sum of the sizes of live files' current versions")
+    chunks: int = Field(description="Distinct chunks recorded (including garbage awaiting GC)")
+    unique_bytes: int = Field(description="Sum of the distinct chunks' sizes (each once)")
+    stored_bytes: int = Field(description="Sum over distinct chunks of size x recorded replicas")
+    dedup_ratio: float | None = Field(
+        description="logical_bytes / unique_bytes; null while nothing is stored"
+    )
+
+
+class ClusterOut(BaseModel):
+    nodes: list[NodeOut]
+    totals: ClusterTotalsOut

@@ -158,6 +158,10 @@ Index(
     sqlite_where=text("kind = 'folder' AND deleted_at IS NULL"),
     postgresql_where=text("kind = 'folder' AND deleted_at IS NULL"),
 )
+# Search and listings in name order: a broad search walks this and stops after one page. On
+# PostgreSQL migration 0004 creates it with ``name COLLATE "C"``, the order ``name_order`` sorts
+# by (reflection does not report an index column's collation, so it is not declared here).
+Index("ix_entries_owner_name", Entry.owner_id, Entry.name, Entry.id)
 # Search (PostgreSQL): trigram indexes for case-insensitive substring search of names and
 # metadata (``lower(x) LIKE '%q%'``). SQLite uses the FTS5 table ``entry_search`` instead, created
 # with its triggers by migration 0003 (virtual tables are not declared here).

@@ -126,10 +126,18 @@ class SearchRepository:
             Entry.search_meta.like(pattern, escape="\\"),
         )
 
-    def _conditions(self, f: SearchFilter, fts: bool) -> list[ColumnElement[bool]]:
-        # With an FTS match, the few matching rows should drive the query: keep SQLite from
-        # starting at the owner's index instead (every entry of the user, fetched one by one).
-        wrap = _unindexed if self._fts_driven(f, fts) else _same
+    def _conditions(
+        self, f: SearchFilter, fts: bool, *, plan: str = "auto"
+    ) -> list[ColumnElement[bool]]:
+        """The WHERE clause of a search. ``plan`` steers SQLite's choice of index:
+
+        - ``auto``: with an FTS match, the few matching rows drive the query (SQLite is kept
+          from starting at the owner's index: every entry of the user, fetched one by one);
+        - ``scan``: no index on entries at all (a table scan reads rows in storage order);
+        - ``walk``: the owner's indexes stay usable (the name index, for a page in order).
+        """
+        unindexed = plan == "scan" or (plan == "auto" and self._fts_driven(f, fts))
+        wrap = _unindexed if self.dialect == "sqlite" and unindexed else _same
         owner, parent = wrap(Entry.owner_id), wrap(Entry.parent_id)
         conds: list[ColumnElement[bool]] = [
             owner == f.owner_id,
@@ -161,28 +169,62 @@ class SearchRepository:
         return conds
 
     async def search(
-        self, f: SearchFilter, *, offset: int, limit: int, fts: bool
-    ) -> tuple[list[tuple[Entry, Version | None]], int]:
-        """A page of matches by name, and how many there are in all (one pass: the total comes
-        with the page as a window count)."""
-        conds = self._conditions(f, fts)
+        self, f: SearchFilter, *, offset: int, limit: int, fts: bool, count_cap: int
+    ) -> tuple[list[tuple[Entry, Version | None]], int, bool]:
+        """A page of matches in name order; how many match (counted up to ``count_cap``); and
+        whether that count is exact (False: more than ``count_cap`` match).
+
+        1. Probe: ``(name, id)`` of at most ``count_cap + 1`` matches, in whatever order the
+           cheapest plan yields them (on SQLite a plain table scan, or the FTS index).
+        2. At most ``count_cap`` matches: that is all of them; the page is sorted here. More:
+           matches are dense, so walking the ``(owner_id, name, id)`` index in order finds a
+           page after a few rows; the database does that.
+        3. The page's rows with their current versions, by id.
+
+        So no statement sorts or counts more than ``count_cap + 1`` matches, however broad the
+        query."""
+        # without FTS, a scan reads rows in storage order; an index would fetch them one by one
+        plan = "auto" if self._fts_driven(f, fts) else "scan"
+        probe = select(Entry.name, Entry.id).where(*self._conditions(f, fts, plan=plan))
+        probe = probe.limit(count_cap + 1)
+        found = list((await self.s.execute(probe)).all())
+        if len(found) <= count_cap:
+            # code-point order of names, then id: what name_order() gives on both engines
+            found.sort(key=lambda row: (row[0], row[1]))
+            ids = [row[1] for row in found[offset : offset + limit]]
+            total, exact = len(found), True
+        else:
+            ids = await self._page_in_name_order(f, fts, offset, limit)
+            total, exact = count_cap, False
+        rows: list[tuple[Entry, Version | None]] = []
+        if ids:
+            stmt = (
+                select(Entry, Version)
+                .outerjoin(Version, Version.id == Entry.current_version_id)
+                .where(Entry.id.in_(ids))
+            )
+            by_id = {e.id: (e, v) for e, v in (await self.s.execute(stmt)).all()}
+            rows = [by_id[i] for i in ids if i in by_id]
+        return rows, total, exact
+
+    async def _page_in_name_order(
+        self, f: SearchFilter, fts: bool, offset: int, limit: int
+    ) -> list[uuid.UUID]:
+        """Ids of one page of a broad query, walking the name index."""
+        if self.dialect == "sqlite" and f.q and f.q.isascii():
+            # LIKE matches what the trigram index matches for an ASCII query (case folded for
+            # ASCII letters), and is checked row by row along the name index
+            conds = self._conditions(f, fts=False, plan="walk")
+        else:
+            conds = self._conditions(f, fts, plan="walk")
         stmt = (
-            select(Entry, Version, func.count().over())
-            .outerjoin(Version, Version.id == Entry.current_version_id)
+            select(Entry.id)
             .where(*conds)
             .order_by(name_order(self.s), Entry.id)
             .offset(offset)
             .limit(limit)
         )
-        rows: list[Any] = list((await self.s.execute(stmt)).all())
-        if rows:
-            total = int(rows[0][2])
-        elif offset == 0:
-            total = 0
-        else:  # past the last page: count separately
-            count = select(func.count()).select_from(Entry).where(*conds)
-            total = int((await self.s.execute(count)).scalar_one())
-        return [(e, v) for e, v, _ in rows], total
+        return list((await self.s.execute(stmt)).scalars())
 
     async def set_metadata(self, entry: Entry, metadata: dict[str, str], flat: str | None) -> None:
         entry.user_metadata = metadata or None

@@ -23,23 +23,12 @@ from dfms.metadata.repositories import (
     VersionRepository,
 )
 from dfms.services.names import parse_id
+from dfms.services.paging import Page
 from dfms.services.uploads import FileView
 from dfms.storage.cluster import ReplicatedStore
 
 #: Manifest rows fetched per query while streaming.
 PAGE = 128
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[FileView]
-    total: int
-    page: int
-    page_size: int
-
-    @property
-    def total_pages(self) -> int:
-        return (self.total + self.page_size - 1) // self.page_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +104,7 @@ class FileService:
             )
             return _view(entry, version)
 
-    async def list_files(self, user_id: uuid.UUID, page: int, page_size: int) -> Page:
+    async def list_files(self, user_id: uuid.UUID, page: int, page_size: int) -> Page[FileView]:
         async with self.db.read() as s:
             rows, total = await EntryRepository(s).list_files(
                 user_id, offset=(page - 1) * page_size, limit=page_size

@@ -22,6 +22,7 @@ from dfms.metadata.repositories import EntryRepository, UserRepository, VersionR
 from dfms.metadata.tree_repository import TreeRepository
 from dfms.services.files import _view as file_view
 from dfms.services.names import parse_id, validate_name
+from dfms.services.paging import page_count
 from dfms.services.releases import release_files
 from dfms.services.uploads import FileView
 
@@ -63,7 +64,7 @@ class FolderPage:
 
     @property
     def total_pages(self) -> int:
-        return (self.total + self.page_size - 1) // self.page_size
+        return page_count(self.total, self.page_size)
 
 
 def folder_view(e: Entry) -> FolderView:

@@ -13,7 +13,6 @@ import re
 import unicodedata
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dfms.errors import FileNotFound, ValidationFailed
@@ -23,6 +22,7 @@ from dfms.metadata.search_repository import SearchFilter, SearchRepository
 from dfms.services.files import _view as file_view
 from dfms.services.folders import EntryView, entry_view, resolve_folder
 from dfms.services.names import parse_id
+from dfms.services.paging import Page
 from dfms.services.uploads import FileView
 
 MAX_META_KEYS = 64
@@ -32,18 +32,6 @@ MAX_QUERY = 1024
 
 _MIME_TOKEN = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"
 _MIME = re.compile(rf"^({_MIME_TOKEN})(?:/({_MIME_TOKEN}|\*))?$")
-
-
-@dataclass(frozen=True, slots=True)
-class SearchPage:
-    results: list[EntryView]
-    total: int
-    page: int
-    page_size: int
-
-    @property
-    def total_pages(self) -> int:
-        return (self.total + self.page_size - 1) // self.page_size
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -109,9 +97,15 @@ def flatten_metadata(metadata: Mapping[str, str]) -> str | None:
     return "\n".join(f"{k}: {v}" for k, v in sorted(metadata.items()))
 
 
+#: Matches counted at most (a broad query's cost stays bounded; the API reports the count as
+#: a lower bound beyond it, like search engines do).
+COUNT_CAP = 1000
+
+
 class SearchService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, count_cap: int = COUNT_CAP) -> None:
         self.db = db
+        self.count_cap = count_cap
         self._fts: bool | None = None
 
     async def search(
@@ -127,7 +121,7 @@ class SearchService:
         folder_id: str | uuid.UUID | None = None,
         page: int = 1,
         page_size: int = 50,
-    ) -> SearchPage:
+    ) -> Page[EntryView]:
         if q is not None and len(q) > MAX_QUERY:
             raise ValidationFailed(f"q must be at most {MAX_QUERY} characters")
         if q is not None and _bad_chars(q, allow_newlines=False):
@@ -159,10 +153,14 @@ class SearchService:
                 before=before,
                 folder_id=folder,
             )
-            rows, total = await repo.search(
-                f, offset=(page - 1) * page_size, limit=page_size, fts=self._fts
+            rows, total, exact = await repo.search(
+                f,
+                offset=(page - 1) * page_size,
+                limit=page_size,
+                fts=self._fts,
+                count_cap=self.count_cap,
             )
-            return SearchPage([entry_view(e, v) for e, v in rows], total, page, page_size)
+            return Page([entry_view(e, v) for e, v in rows], total, page, page_size, exact)
 
     async def set_metadata(
         self, user_id: uuid.UUID, file_id: str | uuid.UUID, metadata: Mapping[str, str]

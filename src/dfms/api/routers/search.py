@@ -62,8 +62,9 @@ async def search(
         page_size=page_size,
     )
     return SearchOut(
-        results=[entry_out(e) for e in p.results],
+        results=[entry_out(e) for e in p.items],
         total=p.total,
+        total_exact=p.total_exact,
         page=p.page,
         page_size=p.page_size,
         total_pages=p.total_pages,
