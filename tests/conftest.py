@@ -111,7 +111,8 @@ SMALL_CHUNKS = {"min_size": 4096, "avg_size": 16384, "max_size": 65536}
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Build test settings: a temp data dir, cheap bcrypt, small chunks (many per small file)."""
+    """Build test settings: a temp data dir, cheap bcrypt, small chunks (many per small file),
+    rate limiting off."""
 
     def make(**overrides: Any) -> Settings:
         base: dict[str, Any] = {
@@ -119,6 +120,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "auth": {"bcrypt_rounds": 4},
             "chunking": dict(SMALL_CHUNKS),
             "storage": {"fsync": "never"},
+            # Off unless a test turns it on: suites that log in or upload many times per minute
+            # would trip the default limits (tests/integration/test_api_ratelimit.py enables it).
+            "ratelimit": {"enabled": False},
         }
         for k, v in overrides.items():
             if isinstance(v, dict) and isinstance(base.get(k), dict):

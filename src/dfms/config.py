@@ -8,6 +8,7 @@ a :class:`Settings` with :func:`load_settings` and hand it to the factories that
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,10 @@ class ServerSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     #: Seconds a client may take to send the next piece of a request body.
     read_timeout: float = Field(default=60.0, gt=0)
+    #: Seconds a client may take to send a request's headers (slow-header clients are cut off).
+    header_timeout: float = Field(default=30.0, gt=0, le=3600)
+    #: Largest request header block in bytes (431 beyond; at least 8 KiB, the server's minimum).
+    max_header_bytes: int = Field(default=64 * KiB, ge=8 * KiB, le=16 * MiB)
     #: Origins allowed by CORS; empty disables CORS.
     cors_origins: list[str] = Field(default_factory=list)
     #: Public base URL used in logs and links; derived from host/port when empty.
@@ -85,6 +90,9 @@ class StorageSettings(_Section):
     write_quorum: int = Field(default=0, ge=0, le=16)
     vnodes_per_node: int = Field(default=150, ge=1, le=10000)
     fsync: Literal["always", "batch", "never"] = "batch"
+    #: Keep chunks in the page cache once written and fsynced (false: drop them, for
+    #: write-heavy nodes; see docs/operations.md, "Page cache").
+    cache_written: bool = True
     #: Seconds one store operation may take before the replica counts as failed.
     timeout: float = Field(default=10.0, gt=0)
     #: Chunks written to the stores concurrently by one upload.
@@ -121,6 +129,10 @@ class AuthSettings(_Section):
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     #: Seconds of clock skew tolerated when checking exp/nbf/iat.
     leeway: int = Field(default=10, ge=0, le=300)
+    #: Seconds a gateway caches a user's active flag and role between the per-request checks
+    #: (0: read them on every request). Capped at ``access_ttl``: a disabled account's access
+    #: tokens stop working within this time (at once on the gateway that disabled it).
+    active_cache_ttl: float = Field(default=30.0, ge=0, le=3600)
 
 
 class UploadSettings(_Section):
@@ -164,6 +176,83 @@ class GCSettings(_Section):
     pin_ttl: float = Field(default=3600, ge=1)
 
 
+_LIMIT_OFF = ("", "off", "none", "null", "false")
+_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
+
+
+class RateLimitSettings(_Section):
+    """Rate limits of the HTTP API (README "Rate limits"). A tier's limit is a ``limits`` string
+    such as ``"200/minute"`` or ``"10/second"``; empty or null turns that tier off."""
+
+    enabled: bool = True
+    #: ``memory://`` (per gateway process) or ``redis://host:6379/0`` (``rediss://``,
+    #: ``redis+unix://``): one budget shared by every gateway using the same Redis.
+    storage_url: str = "memory://"
+    strategy: Literal["moving-window", "sliding-window"] = "moving-window"
+    #: When the storage fails: true lets requests through (warning, metric); false answers 503.
+    fail_open: bool = True
+    #: Seconds a connect or command to the storage may take before it counts as failed.
+    storage_timeout: float = Field(default=0.5, gt=0, le=30)
+    #: First part of every key, so several deployments (or test runs) can share one Redis.
+    key_prefix: str = Field(
+        default="dfms", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$"
+    )
+    #: Reverse proxies (IPs or CIDRs) whose X-Forwarded-For is believed for the client address.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    #: All API requests together, per gateway (memory) or per Redis (shared).
+    global_limit: str | None = "10000/minute"
+    #: Per authenticated user, all routes.
+    user_limit: str | None = "200/minute"
+    #: Per client IP on POST /auth/login, /auth/register and /auth/refresh.
+    auth_limit: str | None = "5/minute"
+    #: Per user on uploads (POST /files/upload, multipart init, part and complete).
+    upload_limit: str | None = "20/minute"
+    #: Per user on GET .../download routes.
+    download_limit: str | None = "100/minute"
+
+    @field_validator(
+        "global_limit", "user_limit", "auth_limit", "upload_limit", "download_limit", mode="before"
+    )
+    @classmethod
+    def _limit(cls, v: Any) -> str | None:
+        if v is None or v is False or (isinstance(v, str) and v.strip().lower() in _LIMIT_OFF):
+            return None  # YAML reads a bare `off` as false
+        if not isinstance(v, str):
+            raise ValueError("must be a limit such as '200/minute', or empty to turn it off")
+        from limits import parse_many
+
+        try:
+            items = parse_many(v)
+        except ValueError as exc:
+            raise ValueError(f"{v!r} is not a limit such as '200/minute' or '10/second'") from exc
+        if len(items) != 1:
+            raise ValueError(f"{v!r}: give one limit per tier")
+        if items[0].amount < 1:
+            raise ValueError(f"{v!r}: the amount must be >= 1 (leave it empty to turn it off)")
+        return v.strip()
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage(cls, v: str) -> str:
+        scheme = v.split("://", 1)[0].lower().removeprefix("async+") if "://" in v else ""
+        if scheme not in _STORAGE_SCHEMES:
+            raise ValueError("must start with memory://, redis://, rediss:// or redis+unix://")
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for entry in v:
+            try:
+                out.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from exc
+        return out
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["console", "json"] = "console"
@@ -190,6 +279,7 @@ class Settings(BaseSettings):
     multipart: MultipartSettings = Field(default_factory=MultipartSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     gc: GCSettings = Field(default_factory=GCSettings)
+    ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     @field_validator("data_dir")
     @classmethod
@@ -317,3 +407,17 @@ def _env_values() -> dict[str, Any]:
         else:
             cursor[path[-1]] = value
     return out
+
+
+#: How ``dfms serve``/``dfms gateway`` hand settings and role to the ASGI server's workers.
+SETTINGS_ENV = "DFMS_SERVE_SETTINGS"
+ROLE_ENV = "DFMS_SERVE_ROLE"
+
+#: ``serve``: the all-in-one server (migrates, creates keys, runs the GC schedule);
+#: ``gateway``: the HTTP API only (the schema must be current and a key present; no workers).
+ServerRole = Literal["serve", "gateway"]
+
+
+def settings_to_env(settings: Settings) -> str:
+    """Settings as the JSON a worker process rebuilds them from."""
+    return json.dumps(settings.model_dump(mode="json"))

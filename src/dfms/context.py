@@ -18,12 +18,15 @@ from dfms.auth.tokens import TokenService
 from dfms.chunking import ChunkParams
 from dfms.config import Settings
 from dfms.metadata.db import Database
-from dfms.metadata.migrate import upgrade
+from dfms.metadata.migrate import require_current, upgrade
 from dfms.metadata.repositories import NodeRepository
+from dfms.observability import Metrics
 from dfms.placement.ring import HashRing, NodeInfo
+from dfms.services.admin import AdminService
 from dfms.services.files import FileService
 from dfms.services.folders import FolderService
 from dfms.services.multipart import MultipartService
+from dfms.services.ratelimit import RateLimiter
 from dfms.services.search import SearchService
 from dfms.services.uploads import UploadService
 from dfms.services.users import UserService
@@ -58,11 +61,18 @@ class AppContext:
     versions: VersionService
     search: SearchService
     multipart: MultipartService
+    admin: AdminService
+    metrics: Metrics
+    ratelimit: RateLimiter
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
-    async def open(cls, settings: Settings, *, migrate: bool = True) -> AppContext:
-        """Build every resource. ``migrate`` applies pending migrations (embedded mode)."""
+    async def open(
+        cls, settings: Settings, *, migrate: bool = True, create_keys: bool = True
+    ) -> AppContext:
+        """Build every resource. ``migrate`` applies pending migrations and ``create_keys``
+        creates a first signing key if there is none (embedded mode, ``dfms serve``); without
+        them (``dfms gateway``) an outdated schema or a missing key is a :class:`ConfigError`."""
         db = Database.from_url(
             settings.database_url,
             echo=settings.database.echo,
@@ -71,8 +81,11 @@ class AppContext:
         try:
             if migrate:
                 await upgrade(db)
+            else:
+                await require_current(db)
             keys_dir = settings.keys_dir
-            await asyncio.to_thread(ensure_keys, keys_dir)
+            if create_keys:
+                await asyncio.to_thread(ensure_keys, keys_dir)
             keyring = await asyncio.to_thread(load_keyring, keys_dir)
             a = settings.auth
             tokens = TokenService(
@@ -88,7 +101,10 @@ class AppContext:
             for n in nodes:
                 assert n.path is not None
                 stores[n.id] = await LocalDirStore.open(
-                    n.path, name=n.id, fsync=settings.storage.fsync
+                    n.path,
+                    name=n.id,
+                    fsync=settings.storage.fsync,
+                    cache_written=settings.storage.cache_written,
                 )
             async with db.write() as s:
                 repo = NodeRepository(s)
@@ -130,6 +146,16 @@ class AppContext:
                 session_ttl=settings.multipart.session_ttl,
                 executor=executor,
             )
+            users = UserService(
+                db,
+                tokens,
+                hasher,
+                default_quota=settings.upload.default_quota,
+                active_cache_ttl=min(a.active_cache_ttl, a.access_ttl),
+            )
+            metrics = Metrics()
+            # Builds no connection yet (Redis connects on first use).
+            ratelimit = RateLimiter(settings.ratelimit, metrics)
             return cls(
                 settings=settings,
                 db=db,
@@ -140,7 +166,7 @@ class AppContext:
                 store=store,
                 repair=repair,
                 executor=executor,
-                users=UserService(db, tokens, hasher, default_quota=settings.upload.default_quota),
+                users=users,
                 uploads=uploads,
                 files=FileService(db, store),
                 gc=GarbageCollector(db, store, settings.gc, before_pass=multipart.expire_sessions),
@@ -148,6 +174,9 @@ class AppContext:
                 versions=VersionService(db, retention=settings.versions.retention),
                 search=SearchService(db),
                 multipart=multipart,
+                admin=AdminService(db, store, users.accounts),
+                metrics=metrics,
+                ratelimit=ratelimit,
             )
         except BaseException:
             await db.dispose()
@@ -157,4 +186,5 @@ class AppContext:
         for s in self.stores.values():
             await s.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        await self.ratelimit.aclose()
         await self.db.dispose()

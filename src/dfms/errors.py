@@ -19,16 +19,19 @@ knows about HTTP beyond this number.
     │   ├── FileNotFound (FILE_NOT_FOUND)
     │   ├── FolderNotFound (FOLDER_NOT_FOUND)
     │   ├── VersionNotFound (VERSION_NOT_FOUND)
-    │   └── UploadNotFound (UPLOAD_NOT_FOUND)
+    │   ├── UploadNotFound (UPLOAD_NOT_FOUND)
+    │   └── UserNotFound (USER_NOT_FOUND)
     ├── Conflict (CONFLICT, 409)
     │   ├── UserExists (AUTH_USER_EXISTS)
     │   ├── NameConflict (NAME_CONFLICT)
-    │   └── UploadConflict (UPLOAD_CONFLICT)
+    │   ├── UploadConflict (UPLOAD_CONFLICT)
+    │   └── LastActiveAdmin (LAST_ACTIVE_ADMIN)
     ├── PayloadTooLarge (413)
     │   ├── FileTooLarge (FILE_TOO_LARGE)
     │   └── QuotaExceeded (QUOTA_EXCEEDED)
     ├── RangeNotSatisfiable (RANGE_NOT_SATISFIABLE, 416)
     ├── RateLimitExceeded (RATE_LIMIT_EXCEEDED, 429)
+    ├── RateLimitUnavailable (RATE_LIMIT_UNAVAILABLE, 503)
     ├── UploadAborted (UPLOAD_ABORTED, 400)
     ├── RequestTimeout (REQUEST_TIMEOUT, 408)
     └── StorageError (STORAGE_ERROR, 503)
@@ -90,6 +93,12 @@ class ConfigError(DFMSError):
     default_message = "invalid configuration"
 
 
+class SchemaOutdated(ConfigError):
+    """The metadata database is not at the schema revision this version needs."""
+
+    code = "SCHEMA_OUTDATED"
+
+
 class AuthError(DFMSError):
     status = 401
 
@@ -141,6 +150,13 @@ class UploadNotFound(NotFound):
     default_message = "upload session not found"
 
 
+class UserNotFound(NotFound):
+    """An account id or email that no account has (admin API, ``dfms user``)."""
+
+    code = "USER_NOT_FOUND"
+    default_message = "user not found"
+
+
 class Conflict(DFMSError):
     code = "CONFLICT"
     status = 409
@@ -164,10 +180,26 @@ class UploadConflict(Conflict):
     default_message = "the upload's parts changed while it was being completed; retry"
 
 
+class LastActiveAdmin(Conflict):
+    """A change that would leave no active admin (demoting or disabling the last one)."""
+
+    code = "LAST_ACTIVE_ADMIN"
+    default_message = (
+        "this is the last active admin: promote or enable another admin before demoting or "
+        "disabling it"
+    )
+
+
 class PayloadTooLarge(DFMSError):
     code = "PAYLOAD_TOO_LARGE"
     status = 413
     default_message = "payload too large"
+
+
+class RequestHeadersTooLarge(DFMSError):
+    code = "REQUEST_HEADERS_TOO_LARGE"
+    status = 431
+    default_message = "request headers too large"
 
 
 class FileTooLarge(PayloadTooLarge):
@@ -190,6 +222,14 @@ class RateLimitExceeded(DFMSError):
     code = "RATE_LIMIT_EXCEEDED"
     status = 429
     default_message = "rate limit exceeded"
+
+
+class RateLimitUnavailable(DFMSError):
+    """The rate-limit storage failed and ``ratelimit.fail_open`` is false."""
+
+    code = "RATE_LIMIT_UNAVAILABLE"
+    status = 503
+    default_message = "rate limiting is unavailable; retry later"
 
 
 class StorageError(DFMSError):

@@ -12,18 +12,32 @@ from fastapi import APIRouter, FastAPI
 
 from dfms import __version__
 from dfms.api.errors import install_error_handlers
+from dfms.api.limits import RequestLimitsMiddleware
 from dfms.api.middleware import RequestContextMiddleware
-from dfms.api.routers import auth, files, folders, health, multipart_uploads, search, versions
-from dfms.config import Settings, load_settings
+from dfms.api.ratelimit import RATE_LIMIT_HEADERS, RateLimitMiddleware
+from dfms.api.routers import (
+    admin,
+    auth,
+    files,
+    folders,
+    health,
+    metrics,
+    multipart_uploads,
+    search,
+    versions,
+    wellknown,
+)
+from dfms.config import ROLE_ENV, SETTINGS_ENV, ServerRole, Settings, load_settings
 from dfms.context import AppContext
 from dfms.observability import configure_logging
 from dfms.workers.gc import scheduled_gc
 
 API_PREFIX = "/api/v1"
-SETTINGS_ENV = "DFMS_SERVE_SETTINGS"
 
 
-def create_app(settings: Settings | None = None, *, ctx: AppContext | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, ctx: AppContext | None = None, role: ServerRole = "serve"
+) -> FastAPI:
     """Build the app. With ``ctx`` the caller owns the context; otherwise the app opens one from
     ``settings`` at startup and closes it at shutdown."""
     settings = settings or (ctx.settings if ctx else load_settings())
@@ -33,6 +47,14 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
         if ctx is not None:
             app.state.ctx = ctx
             yield
+            return
+        if role == "gateway":
+            opened = await AppContext.open(settings, migrate=False, create_keys=False)
+            app.state.ctx = opened
+            try:
+                yield
+            finally:
+                await opened.aclose()
             return
         opened = await AppContext.open(settings)
         app.state.ctx = opened
@@ -56,6 +78,16 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
     if ctx is not None:
         app.state.ctx = ctx
     install_error_handlers(app)
+    # Innermost first: size/time limits, then rate limits, then the request context (so the
+    # 413/431/429 answers of the inner ones carry the request id and security headers).
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_header_bytes=settings.server.max_header_bytes,
+        max_body=settings.upload.max_json_body,
+        read_timeout=settings.server.read_timeout,
+    )
+    # Global and per-IP auth rate limits, X-RateLimit-* headers (dfms.api.ratelimit).
+    app.add_middleware(RateLimitMiddleware)
     app.add_middleware(RequestContextMiddleware)
     if settings.server.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -66,9 +98,17 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
             allow_credentials="*" not in settings.server.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["ETag", "Content-Range", "X-Request-ID", "X-Checksum-SHA256"],
+            expose_headers=[
+                "ETag",
+                "Content-Range",
+                "X-Request-ID",
+                "X-Checksum-SHA256",
+                *RATE_LIMIT_HEADERS,
+            ],
         )
     app.include_router(health.router, include_in_schema=False)
+    app.include_router(metrics.router)
+    app.include_router(wellknown.router)
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
     api.include_router(auth.router)
@@ -77,12 +117,9 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
     api.include_router(versions.router)
     api.include_router(folders.router)
     api.include_router(search.router)
+    api.include_router(admin.router)
     app.include_router(api)
     return app
-
-
-def settings_to_env(settings: Settings) -> str:
-    return json.dumps(settings.model_dump(mode="json"))
 
 
 def app_from_env() -> FastAPI:
@@ -91,4 +128,5 @@ def app_from_env() -> FastAPI:
     data: dict[str, Any] = json.loads(raw) if raw else {}
     settings = Settings(**data) if data else load_settings()
     configure_logging(settings.logging.level, settings.logging.format)
-    return create_app(settings)
+    role: ServerRole = "gateway" if os.environ.get(ROLE_ENV) == "gateway" else "serve"
+    return create_app(settings, role=role)

@@ -41,8 +41,9 @@ def envelope(
     )
 
 
-async def _dfms_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DFMSError)
+def error_response(exc: DFMSError, rid: str) -> JSONResponse:
+    """The envelope and headers of a :class:`DFMSError` (also used by pure ASGI middleware,
+    which answers before any exception handler runs)."""
     headers: dict[str, str] = {}
     if isinstance(exc, RangeNotSatisfiable) and "size" in exc.details:
         headers["Content-Range"] = f"bytes */{exc.details['size']}"
@@ -50,11 +51,20 @@ async def _dfms_error(request: Request, exc: Exception) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if "retry_after" in exc.details:
         headers["Retry-After"] = str(exc.details["retry_after"])
+    return JSONResponse(
+        {"error": {"code": exc.code, "message": exc.message, "request_id": rid}},
+        status_code=exc.status,
+        headers=headers,
+    )
+
+
+async def _dfms_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DFMSError)
     if exc.status >= 500:
         log.error(
             "request_failed", code=exc.code, error=exc.message, request_id=request_id(request)
         )
-    return envelope(request, exc.status, exc.code, exc.message, headers)
+    return error_response(exc, request_id(request))
 
 
 def _describe(errors: list[Any]) -> str:

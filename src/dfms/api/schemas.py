@@ -183,9 +183,9 @@ class VersionListOut(BaseModel):
 
 class SearchOut(BaseModel):
     results: list[EntryOut]
-    total: int = Field(description="Matches, counted up to 1000 (see total_exact)")
+    total: int = Field(description="Matches, counted up to 500 (see total_exact)")
     total_exact: bool = Field(
-        description="False when more than `total` entries match (the count stops at 1000; "
+        description="False when more than `total` entries match (the count stops at 500; "
         "every page can still be fetched)"
     )
     page: int

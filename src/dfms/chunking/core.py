@@ -22,7 +22,7 @@ into blocks (DESIGN.md invariant 5), and at most ``max_size + one block`` bytes 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
@@ -98,6 +98,7 @@ class Chunker:
     thread at a time (the async pipeline hands it from thread to thread, one call at a time)."""
 
     __slots__ = (
+        "_carried",
         "_cutter",
         "_pieces",
         "buffered",
@@ -111,6 +112,8 @@ class Chunker:
         self.params = params
         self._cutter = cutter if cutter is not None else make_cutter(params)
         self._pieces: list[BytesLike] = []
+        #: bytes at the start of ``_pieces`` carried over from the previous window
+        self._carried = 0
         #: bytes held right now (the undecided tail plus blocks not cut yet)
         self.buffered = 0
         #: the most bytes ever held at once; at most ``max_size`` plus the largest block
@@ -119,8 +122,16 @@ class Chunker:
         self.offset = 0
         self.finished = False
 
-    def cut(self, blocks: Iterable[BytesLike]) -> list[Span]:
+    def cut(
+        self,
+        blocks: Iterable[BytesLike],
+        on_window: Callable[[memoryview], None] | None = None,
+    ) -> list[Span]:
         """Append ``blocks`` and return the spans that became final (possibly none).
+
+        ``on_window``, if given, is called with each joined window's bytes that no earlier call
+        saw (a read-only view), so that every byte of the stream is passed exactly once, in
+        order (the pipeline's whole-stream hash reads the joined window instead of the pieces).
 
         ``bytes`` and read-only ``memoryview`` blocks are kept by reference until cut: do not
         change their underlying memory (``memoryview(bytearray).toreadonly()`` would allow it).
@@ -142,12 +153,16 @@ class Chunker:
         self.peak_buffered = max(self.peak_buffered, self.buffered)
         if self.buffered <= self.params.max_size:
             return []
-        return self._cut_window(final=False)
+        return self._cut_window(final=False, on_window=on_window)
 
-    def cut_final(self, blocks: Iterable[BytesLike] = ()) -> list[Span]:
+    def cut_final(
+        self,
+        blocks: Iterable[BytesLike] = (),
+        on_window: Callable[[memoryview], None] | None = None,
+    ) -> list[Span]:
         """Append ``blocks`` (if any), then cut everything left; the chunker is then finished."""
-        spans = self.cut(blocks)
-        spans.extend(self._cut_window(final=True))
+        spans = self.cut(blocks, on_window)
+        spans.extend(self._cut_window(final=True, on_window=on_window))
         self.finished = True
         return spans
 
@@ -159,15 +174,19 @@ class Chunker:
         """End of input: return the remaining chunks, hashed (none for an empty stream)."""
         return [hash_span(span) for span in self.cut_final()]
 
-    def _cut_window(self, final: bool) -> list[Span]:
+    def _cut_window(
+        self, final: bool, on_window: Callable[[memoryview], None] | None = None
+    ) -> list[Span]:
         pieces = self._pieces
         if not pieces:
             return []
         # bytes is immutable, so a single bytes block can be cut in place; anything else (several
         # pieces, or a view) is copied exactly once here
         window = pieces[0] if len(pieces) == 1 and type(pieces[0]) is bytes else b"".join(pieces)
-        lengths = self._cutter.cut(window, final)
         view = memoryview(window)
+        if on_window is not None and len(window) > self._carried:
+            on_window(view[self._carried :])
+        lengths = self._cutter.cut(window, final)
         spans: list[Span] = []
         start = 0
         base = self.offset
@@ -179,6 +198,7 @@ class Chunker:
         rest = len(window) - start
         # copy the undecided tail out, so the window is freed as soon as its chunks are
         self._pieces = [window[start:]] if rest else []
+        self._carried = rest
         self.buffered = rest
         return spans
 

@@ -53,7 +53,7 @@ DEFAULT_WORKERS: Final = 3
 #: name prefix of the private pool's threads (tests look for leftovers by it)
 THREAD_NAME_PREFIX: Final = "dfms-chunking"
 #: smallest window the pipeline cuts at once (bigger than max_size for small chunk sizes)
-MIN_WINDOW: Final = 8 << 20
+MIN_WINDOW: Final = 4 << 20
 #: consecutive chunks are hashed in one job until it covers this many bytes
 HASH_BATCH_BYTES: Final = 1 << 20
 
@@ -126,20 +126,44 @@ class _Batch:
 
 
 @dataclass(slots=True)
+class _Cut:
+    """What the cut lane made of one window: hash batches, and the whole-stream hash jobs of
+    the bytes it joined."""
+
+    batches: list[_Batch]
+    file_jobs: list[ConcurrentFuture[None]]
+
+
+@dataclass(slots=True)
 class _Window:
-    """One submitted window: its cut (a future of hash batches) and how much of it was yielded."""
+    """One submitted window: its cut and how much of it was yielded."""
 
     nbytes: int
-    cut: ConcurrentFuture[list[_Batch]]
+    cut: ConcurrentFuture[_Cut]
     batches: deque[_Batch] = field(default_factory=deque)
     cut_taken: bool = False
 
 
 def _cut_and_dispatch(
-    chunker: Chunker, executor: Executor, pieces: list[BytesLike], final: bool
-) -> list[_Batch]:
-    """Cut lane job: cut one window and submit the hash jobs of its chunks (never waits)."""
-    spans = chunker.cut_final(pieces) if final else chunker.cut(pieces)
+    chunker: Chunker,
+    executor: Executor,
+    pieces: list[BytesLike],
+    final: bool,
+    file_lane: _Lane | None,
+    hasher: Any,
+) -> _Cut:
+    """Cut lane job: cut one window and submit the hash jobs of its chunks and of the bytes it
+    joined (never waits). The whole-stream hash reads the joined window, so the pieces can be
+    freed at once; the file lane is serial and fed only from here, so it sees the stream in
+    order."""
+    file_jobs: list[ConcurrentFuture[None]] = []
+
+    def on_window(new_bytes: memoryview) -> None:
+        if file_lane is not None:
+            file_jobs.append(file_lane.submit(_update_file_hash, hasher, [new_bytes]))
+
+    spans = chunker.cut_final(pieces, on_window) if final else chunker.cut(pieces, on_window)
+    pieces.clear()
     batches: list[_Batch] = []
     batch: list[Span] = []
     batch_bytes = 0
@@ -152,7 +176,7 @@ def _cut_and_dispatch(
             batch_bytes = 0
     if batch:
         batches.append(_Batch(batch, executor.submit(_hash_batch, [s.data for s in batch])))
-    return batches
+    return _Cut(batches, file_jobs)
 
 
 async def _result(future: ConcurrentFuture[T]) -> T:
@@ -176,7 +200,7 @@ class ChunkPipeline:
         params: ChunkParams | None = None,
         *,
         executor: Executor | None = None,
-        max_inflight: int = 3,
+        max_inflight: int = 4,
         file_hash: bool = True,
         window_size: int | None = None,
     ) -> None:
@@ -233,11 +257,15 @@ class ChunkPipeline:
 
         def submit(final: bool) -> None:
             nonlocal new, new_bytes
-            if self.file_hash and new:
-                while file_jobs and file_jobs[0][1].done():
-                    file_jobs.popleft()[1].result()  # raises the lane's error early
-                file_jobs.append((new_bytes, file_lane.submit(_update_file_hash, hasher, new)))
-            cut = cut_lane.submit(_cut_and_dispatch, chunker, executor, new, final)
+            cut = cut_lane.submit(
+                _cut_and_dispatch,
+                chunker,
+                executor,
+                new,
+                final,
+                file_lane if self.file_hash else None,
+                hasher,
+            )
             inflight.append(_Window(new_bytes, cut))
             # both queues hold the newest windows, so the longer one holds all that are held
             held = max(sum(w.nbytes for w in inflight), sum(n for n, _ in file_jobs))
@@ -259,7 +287,9 @@ class ChunkPipeline:
             windows."""
             head = inflight[0]
             if not head.cut_taken:
-                head.batches.extend(await _result(head.cut))
+                cut: _Cut = await _result(head.cut)
+                head.batches.extend(cut.batches)
+                file_jobs.extend((head.nbytes, job) for job in cut.file_jobs)
                 head.cut_taken = True
                 pending = sum(len(b.spans) for w in inflight for b in w.batches)
                 self.peak_pending = max(self.peak_pending, pending)
@@ -289,6 +319,8 @@ class ChunkPipeline:
                     while len(inflight) >= self.max_inflight:
                         for chunk in await next_batch():
                             yield chunk
+                    while file_jobs and file_jobs[0][1].done():
+                        file_jobs.popleft()[1].result()  # raises the lane's error early
                     while len(file_jobs) >= self.max_inflight:
                         await _result(file_jobs.popleft()[1])
                     submit(final=False)
@@ -316,7 +348,9 @@ class ChunkPipeline:
                     cut = window.cut
                     taken = window.cut_taken or not cut.done() or cut.cancelled()
                     if not taken and cut.exception() is None:
-                        window.batches.extend(cut.result())
+                        window.batches.extend(cut.result().batches)
+                        for job in cut.result().file_jobs:
+                            job.cancel()
                     for batch in window.batches:
                         batch.hashes.cancel()
                 for _, job in file_jobs:

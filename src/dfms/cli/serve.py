@@ -3,46 +3,42 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
+import subprocess
+import sys
 from typing import Annotated
 
 import typer
 
-from dfms.api.app import Role
 from dfms.cli.common import ConfigOpt, DataDirOpt, HostOpt, PortOpt, fail, settings_from
-from dfms.config import Settings
-from dfms.errors import DFMSError
+from dfms.config import ROLE_ENV, SETTINGS_ENV, ServerRole, Settings, settings_to_env
 
 
-def _prepare(settings: Settings, role: Role) -> None:
+def _prepare(settings: Settings, role: ServerRole) -> None:
     """``serve``: apply migrations and create keys before the workers start (so they never
-    race on it). ``gateway``: check that the schema is current and a key exists (nothing is
-    changed), so a misconfigured gateway fails at once with a clear message."""
-    from dfms.context import AppContext
+    race on it); ``gateway``: check that the schema is current and a key exists (nothing is
+    changed). Done by ``python -m dfms.cli.prepare`` in a child process, so that the server's
+    supervisor process never imports the application (~50 MiB it would hold for nothing)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dfms.cli.prepare", role],
+        input=settings_to_env(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        message = done.stderr.strip().splitlines()
+        fail(message[-1] if message else f"start-up checks failed (exit {done.returncode})")
 
-    async def run() -> None:
-        if role == "gateway":
-            ctx = await AppContext.open(settings, migrate=False, create_keys=False)
-        else:
-            ctx = await AppContext.open(settings)
-        await ctx.aclose()
 
-    asyncio.run(run())
-
-
-def run_server(settings: Settings, role: Role = "serve", workers: int = 1) -> None:
+def run_server(settings: Settings, role: ServerRole = "serve", workers: int = 1) -> None:
     from granian import Granian
     from granian.constants import Interfaces
 
-    from dfms.api.app import ROLE_ENV, SETTINGS_ENV, settings_to_env
     from dfms.observability import configure_logging
 
     configure_logging(settings.logging.level, settings.logging.format)
-    try:
-        _prepare(settings, role)
-    except DFMSError as exc:
-        fail(exc.message)
+    _prepare(settings, role)
     os.environ[SETTINGS_ENV] = settings_to_env(settings)
     os.environ[ROLE_ENV] = role
     host, port = settings.server.host, settings.server.port

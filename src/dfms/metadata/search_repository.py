@@ -133,17 +133,27 @@ class SearchRepository:
 
         - ``auto``: with an FTS match, the few matching rows drive the query (SQLite is kept
           from starting at the owner's index: every entry of the user, fetched one by one);
-        - ``scan``: no index on entries at all (a table scan reads rows in storage order);
-        - ``walk``: the owner's indexes stay usable (the name index, for a page in order).
+        - ``owner``: the user's entries in creation order, through ``(owner_id, kind,
+          created_at)``: only this user's rows, read nearly in storage order (they were
+          inserted in that order), so a probe stops as soon as it has enough matches;
+        - ``walk``: every owner index stays usable (the name index, for a page in order).
+
+        PostgreSQL plans with statistics; the steering applies to SQLite only.
         """
-        unindexed = plan == "scan" or (plan == "auto" and self._fts_driven(f, fts))
-        wrap = _unindexed if self.dialect == "sqlite" and unindexed else _same
-        owner, parent = wrap(Entry.owner_id), wrap(Entry.parent_id)
+        sqlite = self.dialect == "sqlite"
+        unindexed = plan == "owner" or (plan == "auto" and self._fts_driven(f, fts))
+        wrap = _unindexed if sqlite and unindexed else _same
+        owner = Entry.owner_id if plan == "owner" else wrap(Entry.owner_id)
+        parent = wrap(Entry.parent_id)
         conds: list[ColumnElement[bool]] = [
             owner == f.owner_id,
             wrap(Entry.deleted_at).is_(None),
             parent.is_not(None),
         ]
+        if sqlite and plan == "owner" and not f.kind:
+            # every entry has one of these kinds: the condition only makes SQLite take the
+            # (owner_id, kind, created_at) index
+            conds.append(Entry.kind.in_(("file", "folder")))
         if f.q:
             conds.append(self._text_match(f.q, fts))
         if f.kind:
@@ -183,9 +193,29 @@ class SearchRepository:
 
         So no statement sorts or counts more than ``count_cap + 1`` matches, however broad the
         query."""
-        # without FTS, a scan reads rows in storage order; an index would fetch them one by one
-        plan = "auto" if self._fts_driven(f, fts) else "scan"
-        probe = select(Entry.name, Entry.id).where(*self._conditions(f, fts, plan=plan))
+        if (
+            self._fts_driven(f, fts)
+            and f.q
+            and f.q.isascii()
+            and await self._fts_broad(f.q, count_cap)
+        ):
+            # the FTS index would hand over every match of every user first; LIKE along the
+            # user's entries finds enough of a common term after a few rows
+            probe_conds = self._conditions(f, fts=False, plan="owner")
+        elif self._fts_driven(f, fts):
+            probe_conds = self._conditions(f, fts)
+        else:
+            probe_conds = self._conditions(f, fts, plan="owner")
+        probe = select(Entry.name, Entry.id).where(*probe_conds)
+        if self.dialect == "postgresql":
+            # Plan every search for its own values: after five runs PostgreSQL may switch a
+            # prepared statement to a generic plan, which cannot tell a selective pattern from a
+            # broad one and scans the table. The matches are planned without the LIMIT (a CTE),
+            # so a LIMIT cannot talk the planner into a scan either; rows stream from it, so the
+            # LIMIT still stops the work early.
+            await self.s.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            matches = probe.cte("matches").prefix_with("MATERIALIZED")
+            probe = select(matches.c.name, matches.c.id)
         probe = probe.limit(count_cap + 1)
         found = list((await self.s.execute(probe)).all())
         if len(found) <= count_cap:
@@ -207,6 +237,17 @@ class SearchRepository:
             rows = [by_id[i] for i in ids if i in by_id]
         return rows, total, exact
 
+    async def _fts_broad(self, q: str, count_cap: int) -> bool:
+        """Whether the FTS index holds more than ``4 * count_cap`` matches of ``q`` (all users;
+        counted up to that bound, which costs well under a millisecond)."""
+        hits = (
+            select(search_fts.c.rowid)
+            .where(literal_column("entry_search").op("MATCH")(fts_phrase(q)))
+            .limit(4 * count_cap + 1)
+        )
+        count = select(func.count()).select_from(hits.subquery())
+        return int((await self.s.execute(count)).scalar_one()) > 4 * count_cap
+
     async def _page_in_name_order(
         self, f: SearchFilter, fts: bool, offset: int, limit: int
     ) -> list[uuid.UUID]:
@@ -224,7 +265,15 @@ class SearchRepository:
             .offset(offset)
             .limit(limit)
         )
-        return list((await self.s.execute(stmt)).scalars())
+        if self.dialect != "postgresql":
+            return list((await self.s.execute(stmt)).scalars())
+        # We know there are more than count_cap matches, PostgreSQL does not (a two-letter
+        # pattern is estimated at a handful of rows): without a sort it must walk the name index
+        await self.s.execute(text("SET LOCAL enable_sort = off"))
+        try:
+            return list((await self.s.execute(stmt)).scalars())
+        finally:
+            await self.s.execute(text("SET LOCAL enable_sort TO DEFAULT"))
 
     async def set_metadata(self, entry: Entry, metadata: dict[str, str], flat: str | None) -> None:
         entry.user_metadata = metadata or None

@@ -99,7 +99,7 @@ def flatten_metadata(metadata: Mapping[str, str]) -> str | None:
 
 #: Matches counted at most (a broad query's cost stays bounded; the API reports the count as
 #: a lower bound beyond it, like search engines do).
-COUNT_CAP = 1000
+COUNT_CAP = 500
 
 
 class SearchService:

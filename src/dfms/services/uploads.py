@@ -51,9 +51,9 @@ log = logging.getLogger(__name__)
 PREFETCH_BYTES = 8 << 20
 #: Chunks cut and hashed ahead of the dedup lookups and writes (the pipeline keeps working while
 #: the upload awaits the database or a store).
-READ_AHEAD_CHUNKS = 8
+READ_AHEAD_CHUNKS = 4
 #: Chunks looked up in the metadata DB at once for dedup.
-LOOKUP_BATCH = 16
+LOOKUP_BATCH = 8
 DEFAULT_MIME = "application/octet-stream"
 
 

@@ -10,6 +10,12 @@ Durability (``fsync`` mode, see ``docs/replication.md``):
   makes the chunks reachable, so a committed chunk is as durable as with ``"always"``.
 * ``"never"``: no fsync at all (tests, scratch space). ``sync`` is a no-op.
 
+Page cache: with ``cache_written=False`` a chunk file's pages are dropped from the page cache
+(``POSIX_FADV_DONTNEED``) as soon as it is durable (fsynced), for nodes that mostly write: the
+kernel then reuses those pages for the next writes instead of claiming new memory. The default
+(``True``, the server's ``storage.cache_written``) keeps them, so a download right after an
+upload is served from memory. See docs/operations.md, "Page cache", for measurements.
+
 A crash can leave ``.tmp-*`` files behind; opening the store removes those older than
 ``TEMP_MAX_AGE`` (younger ones may be a live write of another process on the same directory).
 A crash in ``"batch"`` mode before ``sync`` can also leave a renamed but empty or partial chunk
@@ -86,6 +92,7 @@ class LocalDirStore:
         fsync: FsyncMode = "batch",
         capacity: int | None = None,
         eager_flush: bool = True,
+        cache_written: bool = True,
     ) -> None:
         if fsync not in get_args(FsyncMode):
             raise ConfigError(f"fsync must be one of {get_args(FsyncMode)}, not {fsync!r}")
@@ -110,6 +117,8 @@ class LocalDirStore:
         self._flush_queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._flusher: threading.Thread | None = None
         self._eager_flush = eager_flush
+        #: Keep the pages of durable written chunks in the page cache (see module docstring).
+        self.cache_written = cache_written
         self._durable_leaves: set[str] = set()  # leaf dirs whose own entry and parents are synced
         #: Number of leftover temporary files removed when the store was opened.
         self.temp_files_removed = 0
@@ -123,9 +132,17 @@ class LocalDirStore:
         fsync: FsyncMode = "batch",
         capacity: int | None = None,
         eager_flush: bool = True,
+        cache_written: bool = True,
     ) -> LocalDirStore:
         """Create the store and open it now: create ``root``, remove temp files, count chunks."""
-        store = cls(root, name=name, fsync=fsync, capacity=capacity, eager_flush=eager_flush)
+        store = cls(
+            root,
+            name=name,
+            fsync=fsync,
+            capacity=capacity,
+            eager_flush=eager_flush,
+            cache_written=cache_written,
+        )
         await store._ensure_open()
         return store
 
@@ -337,6 +354,7 @@ class LocalDirStore:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 os.fsync(fd)
+                self._durable(fd)
             finally:
                 os.close(fd)
             self._fsync_dirs({leaf})
@@ -366,12 +384,20 @@ class LocalDirStore:
                 continue  # deleted meanwhile, or unreadable: sync() deals with it
             try:
                 os.fsync(fd)
+                self._durable(fd)
             except OSError:
                 continue
             finally:
                 os.close(fd)
             with self._lock:
                 self._pending.discard(path)
+
+    def _durable(self, fd: int) -> None:
+        """A chunk file just became durable: drop its pages from the page cache unless
+        ``cache_written`` (advice only; a platform without it keeps them)."""
+        if not self.cache_written and hasattr(os, "posix_fadvise"):
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
     def _fsync_dirs(self, leaves: set[str]) -> None:
         """Fsync each leaf directory, and its parents until they are known durable."""
@@ -414,6 +440,7 @@ class LocalDirStore:
                     continue  # deleted since it was written
                 try:
                     os.fsync(fd)
+                    self._durable(fd)
                 finally:
                     os.close(fd)
                 leaves.add(os.path.dirname(path))

@@ -459,3 +459,44 @@ async def test_batch_eager_flush_fsyncs_in_background(
     await store.sync()
     assert str(store.path_for(h).parent) in fsync_spy.paths  # sync still makes the rename durable
     await store.close()
+
+
+@pytest.mark.parametrize(
+    ("fsync", "cache_written", "dropped"),
+    [
+        ("batch", False, True),
+        ("always", False, True),
+        ("batch", True, False),
+        ("always", True, False),
+        ("never", False, False),  # never durable: dirty pages cannot be dropped
+    ],
+)
+async def test_durable_chunks_leave_the_page_cache_unless_cache_written(
+    tmp_path: Path,
+    make_chunk: MakeChunk,
+    monkeypatch: pytest.MonkeyPatch,
+    fsync: Any,
+    cache_written: bool,
+    dropped: bool,
+) -> None:
+    """With cache_written=False a chunk file's pages are dropped (POSIX_FADV_DONTNEED on that
+    file) once it is fsynced, and not with the default True; the chunk reads back intact."""
+    advised: list[tuple[str, int]] = []
+    real = os.posix_fadvise
+
+    def spy(fd: int, offset: int, length: int, advice: int) -> None:
+        advised.append((os.readlink(f"/proc/self/fd/{fd}"), advice))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    store = await LocalDirStore.open(
+        tmp_path / "s", fsync=fsync, cache_written=cache_written, eager_flush=False
+    )
+    h, data = make_chunk(1, 300_000)
+    await store.put(h, data)
+    await store.sync()
+    path = os.fspath(store.path_for(h))
+    expected = [(path, os.POSIX_FADV_DONTNEED)] if dropped else []
+    assert advised == expected
+    assert await store.get(h) == data
+    await store.close()
