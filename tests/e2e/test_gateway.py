@@ -8,12 +8,13 @@ import hashlib
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import fresh_pg_database
+from tests.conftest import REDIS_URL, fresh_pg_database, require_service
 from tests.e2e.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
@@ -47,13 +48,22 @@ def test_gateway_refuses_an_unmigrated_database_then_a_missing_key(tmp_path: Pat
     assert not (data / "keys").exists()
 
 
-def test_two_gateways_share_one_postgres_database_and_the_nodes(tmp_path: Path) -> None:
+def test_two_gateways_share_one_postgres_database_the_nodes_and_a_redis_budget(
+    tmp_path: Path,
+) -> None:
     """A file uploaded through gateway A (2 workers) downloads byte-exact through gateway B with
-    A's token; a file deleted through B is gone for A."""
+    A's token; a file deleted through B is gone for A; and the three processes count one user's
+    requests against one Redis budget (user tier: 12/minute in all)."""
+    require_service("Redis", REDIS_URL, 6379)
     data = tmp_path / "data"
     payload = os.urandom(6 * 1024 * 1024 + 123)
     with fresh_pg_database("dfms_gw") as url:
-        env = {"DFMS_DATABASE__URL": url}
+        env = {
+            "DFMS_DATABASE__URL": url,
+            "DFMS_RATELIMIT__STORAGE_URL": REDIS_URL,
+            "DFMS_RATELIMIT__KEY_PREFIX": f"dfms-e2e-{uuid.uuid4().hex[:12]}",
+            "DFMS_RATELIMIT__USER_LIMIT": "12/minute",
+        }
         assert dfms("db", "upgrade", "--data-dir", str(data), env=env).returncode == 0
         assert dfms("keys", "generate", "--data-dir", str(data), env=env).returncode == 0
         with (
@@ -80,3 +90,10 @@ def test_two_gateways_share_one_postgres_database_and_the_nodes(tmp_path: Path) 
             assert httpx.delete(f"{b.url}{API}/files/{file_id}", headers=auth).status_code == 204
             gone = httpx.get(f"{a.url}{API}/files/{file_id}", headers=auth)
             assert gone.status_code == 404
+            # 4 user-tier requests so far (upload, download, delete, get); 8 more are allowed,
+            # whichever gateway (and worker) they reach
+            codes = [
+                httpx.get(f"{(a, b)[i % 2].url}{API}/storage/usage", headers=auth).status_code
+                for i in range(12)
+            ]
+            assert codes == [200] * 8 + [429] * 4
