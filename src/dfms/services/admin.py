@@ -24,7 +24,7 @@ from dfms.metadata.models import User
 from dfms.metadata.repositories import NodeRepository, RefreshTokenRepository, UserRepository
 from dfms.services.names import parse_id
 from dfms.services.paging import Page
-from dfms.services.users import ROLES, AccountStateCache
+from dfms.services.users import ROLES, AccountStateCache, UserView
 from dfms.storage.cluster import ReplicatedStore
 
 #: Largest quota an admin may set (bytes); keeps every sum of quotas within a 64-bit integer.
@@ -33,14 +33,9 @@ MAX_QUERY = 320
 
 
 @dataclass(frozen=True, slots=True)
-class AccountView:
-    id: uuid.UUID
-    email: str
-    display_name: str
-    role: str
-    is_active: bool
-    quota: int
-    used: int
+class AccountView(UserView):
+    """An account as admins see it: the user's own view plus its timestamps."""
+
     created_at: datetime
     updated_at: datetime
 
