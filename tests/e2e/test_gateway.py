@@ -63,6 +63,8 @@ def test_two_gateways_share_one_postgres_database_the_nodes_and_a_redis_budget(
             "DFMS_RATELIMIT__STORAGE_URL": REDIS_URL,
             "DFMS_RATELIMIT__KEY_PREFIX": f"dfms-e2e-{uuid.uuid4().hex[:12]}",
             "DFMS_RATELIMIT__USER_LIMIT": "12/minute",
+            # a loaded machine must not turn slow Redis answers into fail-open passes
+            "DFMS_RATELIMIT__STORAGE_TIMEOUT": "10",
         }
         assert dfms("db", "upgrade", "--data-dir", str(data), env=env).returncode == 0
         assert dfms("keys", "generate", "--data-dir", str(data), env=env).returncode == 0
