@@ -27,12 +27,19 @@ from dfms.api.routers import (
     versions,
     wellknown,
 )
+from dfms.api.schemas import error_responses
 from dfms.config import ROLE_ENV, SETTINGS_ENV, ServerRole, Settings, load_settings
 from dfms.context import AppContext
 from dfms.observability import configure_logging
 from dfms.workers.gc import scheduled_gc
 
 API_PREFIX = "/api/v1"
+
+
+#: What every rate-limited API route can also answer: a body stalled (408) or over
+#: upload.max_json_body (413) and oversized headers (431), from RequestLimitsMiddleware; and a
+#: rate limit that cannot be checked with ratelimit.fail_open false (503).
+LIMITED = error_responses(408, 413, 431, 503)
 
 
 def create_app(
@@ -111,13 +118,13 @@ def create_app(
     app.include_router(wellknown.router)
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
-    api.include_router(auth.router)
-    api.include_router(multipart_uploads.router)
-    api.include_router(files.router)
-    api.include_router(versions.router)
-    api.include_router(folders.router)
-    api.include_router(search.router)
-    api.include_router(admin.router)
+    api.include_router(auth.router, responses=LIMITED)
+    api.include_router(multipart_uploads.router, responses=LIMITED)
+    api.include_router(files.router, responses=LIMITED)
+    api.include_router(versions.router, responses=LIMITED)
+    api.include_router(folders.router, responses=LIMITED)
+    api.include_router(search.router, responses=LIMITED)
+    api.include_router(admin.router, responses=LIMITED)
     app.include_router(api)
     return app
 
