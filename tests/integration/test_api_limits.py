@@ -11,7 +11,8 @@ import pytest
 from fastapi import FastAPI, Request
 
 from dfms.api.errors import install_error_handlers
-from dfms.api.limits import RequestLimitsMiddleware, streams_file_content
+from dfms.api.limits import RequestLimitsMiddleware
+from dfms.api.paths import streams_file_content
 
 API = "/api/v1"
 

@@ -14,6 +14,7 @@ from dfms import __version__
 from dfms.api.errors import install_error_handlers
 from dfms.api.limits import RequestLimitsMiddleware
 from dfms.api.middleware import RequestContextMiddleware
+from dfms.api.paths import API_PREFIX
 from dfms.api.ratelimit import RATE_LIMIT_HEADERS, RateLimitMiddleware
 from dfms.api.routers import (
     admin,
@@ -32,9 +33,6 @@ from dfms.config import ROLE_ENV, SETTINGS_ENV, ServerRole, Settings, load_setti
 from dfms.context import AppContext
 from dfms.observability import configure_logging
 from dfms.workers.gc import scheduled_gc
-
-API_PREFIX = "/api/v1"
-
 
 #: What every rate-limited API route can also answer: a body stalled (408) or over
 #: upload.max_json_body (413) and oversized headers (431), from RequestLimitsMiddleware; and a

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from dfms.errors import DFMSError, RangeNotSatisfiable
 
@@ -27,8 +28,13 @@ _HTTP_CODES = {
 }
 
 
+def scope_request_id(scope: Scope) -> str:
+    """The request id RequestContextMiddleware gave this request ("" outside it)."""
+    return str(scope.get("state", {}).get("request_id", ""))
+
+
 def request_id(request: Request) -> str:
-    return str(request.scope.get("state", {}).get("request_id", ""))
+    return scope_request_id(request.scope)
 
 
 def envelope(

@@ -16,7 +16,8 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dfms.api.errors import error_response
+from dfms.api.errors import error_response, scope_request_id
+from dfms.api.paths import route_path, streams_file_content
 from dfms.errors import (
     DFMSError,
     PayloadTooLarge,
@@ -24,14 +25,6 @@ from dfms.errors import (
     RequestTimeout,
     ValidationFailed,
 )
-
-
-def streams_file_content(path: str) -> bool:
-    """Routes whose bodies are file content, streamed and limited by the upload code itself:
-    the single upload and the parts of a multipart upload."""
-    if path == "/api/v1/files/upload":
-        return True
-    return path.startswith("/api/v1/files/upload/multipart/") and "/part/" in path
 
 
 class RequestLimitsMiddleware:
@@ -64,7 +57,7 @@ class RequestLimitsMiddleware:
                 ),
             )
             return
-        if streams_file_content(scope.get("path", "")):
+        if streams_file_content(route_path(scope)):
             await self.app(scope, receive, send)
             return
         declared: int | None = None
@@ -127,7 +120,7 @@ class RequestLimitsMiddleware:
 
     @staticmethod
     async def _refuse(scope: Scope, send: Send, exc: DFMSError) -> None:
-        rid = str(scope.get("state", {}).get("request_id", ""))
+        rid = scope_request_id(scope)
         response = error_response(exc, rid)
         response.headers["connection"] = "close"
         await response(scope, _no_receive, send)

@@ -32,11 +32,12 @@ from dataclasses import dataclass, field
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dfms.api.errors import error_response
+from dfms.api.errors import error_response, scope_request_id
+from dfms.api.paths import API_PREFIX, MULTIPART_PART, UPLOAD_PATH, route_path
 from dfms.errors import DFMSError, RateLimitExceeded
 from dfms.services.ratelimit import IPNetwork, RateLimiter, Tier, Verdict
 
-API = "/api/v1"
+API = API_PREFIX
 STATE_KEY = "ratelimit"
 
 #: Never limited: probes, metrics and the API docs.
@@ -56,9 +57,8 @@ EXEMPT_PATHS = frozenset(
 AUTH_PATHS = frozenset({f"{API}/auth/login", f"{API}/auth/register", f"{API}/auth/refresh"})
 
 _UPLOAD_POST = re.compile(
-    rf"^{API}/files/upload(?:/multipart/init|/multipart/[^/]+/complete)?$",
+    rf"^{UPLOAD_PATH}(?:/multipart/init|/multipart/[^/]+/complete)?$",
 )
-_UPLOAD_PUT = re.compile(rf"^{API}/files/upload/multipart/[^/]+/part/[^/]+$")
 _DOWNLOAD = re.compile(rf"^{API}/.+/download$")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -88,19 +88,10 @@ def rate_limit_state(scope: Scope) -> RateLimitState:
     return limits
 
 
-def route_path(scope: Scope) -> str:
-    """The request path without the ASGI ``root_path`` (as routes see it)."""
-    path: str = scope.get("path", "")
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    return path
-
-
 def route_tier(method: str, path: str) -> Tier | None:
     """The per-user tier of a route besides ``user``: ``upload``, ``download`` or none."""
     if (method == "POST" and _UPLOAD_POST.match(path)) or (
-        method == "PUT" and _UPLOAD_PUT.match(path)
+        method == "PUT" and MULTIPART_PART.match(path)
     ):
         return Tier.UPLOAD
     if method in ("GET", "HEAD") and _DOWNLOAD.match(path):
@@ -257,7 +248,7 @@ class RateLimitMiddleware:
         try:
             await _enforce(limiter, state, hits)
         except DFMSError as exc:  # RateLimitExceeded, RateLimitUnavailable
-            rid = str(scope.get("state", {}).get("request_id", ""))
+            rid = scope_request_id(scope)
             await error_response(exc, rid)(scope, receive, send_with_headers)
             return
         await self.app(scope, receive, send_with_headers)
