@@ -7,13 +7,18 @@ Reports MB/s (MB = 10^6 bytes; best of ``--repeat`` runs) for:
 - ``sha256``: hashlib SHA-256 of the whole buffer (the baseline);
 - ``fastcdc cut`` / ``rabin cut``: cutting the whole buffer at once, no hashing;
 - ``fastcdc stream cut``: the streaming core fed ``--piece-kib`` pieces, no hashing;
-- ``fastcdc+sha256 sync``: ``iter_file_chunks``-style, one thread, per-chunk SHA-256 only;
+- ``fastcdc+sha256 sync``: the streaming core fed ``--piece-kib`` pieces, one thread, per-chunk
+  SHA-256 only;
+- ``fastcdc+sha256 parallel buffer``: ``iter_buffer_chunks`` on the whole buffer: one thread cuts
+  zero-copy views while the other hashes (the issue's "hash chunk k while cutting chunk k+1");
+- ``fastcdc+sha256 parallel file``: ``iter_file_chunks`` on a file object (``io.BytesIO``) read in
+  4 MiB blocks: the same two threads, plus the reads and the streaming core's window joins;
 - ``fastcdc+sha256 pipeline``: ``ChunkPipeline``, the real upload path: per-chunk SHA-256 and
   the whole-stream SHA-256, cutting and hashing in threads;
 - ``fastcdc+sha256 pipeline, no file hash``: the same without the whole-stream SHA-256;
 - the same three for rabin;
 
-and the ratios of the fastcdc pipeline figures to SHA-256 alone. The input is random bytes handed
+and the ratios of the fastcdc two-thread figures to SHA-256 alone. The input is random bytes handed
 to the pipeline as ``bytes`` pieces (as an ASGI server delivers a request body).
 """
 
@@ -22,13 +27,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import io
 import json
 import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
 
-from dfms.chunking import ChunkParams, ChunkPipeline, make_chunker
+from dfms.chunking import (
+    ChunkParams,
+    ChunkPipeline,
+    iter_buffer_chunks,
+    iter_file_chunks,
+    make_chunker,
+)
 from dfms.chunking.core import Cutter, hash_span, make_cutter
 
 MB = 1e6
@@ -92,6 +104,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
         record(f"{algorithm}+sha256 sync", sync_hashed)
 
+        def parallel_buffer(params: ChunkParams = params) -> None:
+            for _ in iter_buffer_chunks(data, params):
+                pass
+
+        record(f"{algorithm}+sha256 parallel buffer", parallel_buffer)
+
+        def parallel_file(params: ChunkParams = params) -> None:
+            for _ in iter_file_chunks(io.BytesIO(data), params):
+                pass
+
+        record(f"{algorithm}+sha256 parallel file", parallel_file)
+
         for file_hash in (True, False):
 
             def run_pipeline(params: ChunkParams = params, file_hash: bool = file_hash) -> None:
@@ -114,6 +138,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             suffix = "" if file_hash else ", no file hash"
             record(f"{algorithm}+sha256 pipeline{suffix}", run_pipeline)
 
+    for name in ("parallel buffer", "parallel file"):
+        results[f"ratio fastcdc+sha256 {name} / sha256"] = (
+            results[f"fastcdc+sha256 {name}"] / results["sha256"]
+        )
     results["ratio fastcdc+sha256 pipeline / sha256"] = (
         results["fastcdc+sha256 pipeline"] / results["sha256"]
     )

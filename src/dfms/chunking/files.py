@@ -1,14 +1,15 @@
-"""Synchronous front-end: chunk a binary file object."""
+"""Synchronous front-end: chunk a binary file object (cut in one thread, hashed in the caller's)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Protocol
 
-from dfms.chunking.core import Chunk, make_chunker
+from dfms.chunking.core import Chunk
+from dfms.chunking.parallel import hashed_in_order, reader_spans
 from dfms.chunking.params import ChunkParams
 
-DEFAULT_BLOCK_SIZE = 1 << 20
+DEFAULT_BLOCK_SIZE = 4 << 20
 
 
 class BinaryReader(Protocol):
@@ -24,15 +25,10 @@ def iter_file_chunks(
 ) -> Iterator[Chunk]:
     """Read ``fileobj`` to its end in ``block_size`` reads and yield its hashed chunks in order.
 
-    Holds at most ``params.max_size + block_size`` bytes of input at once (plus the chunks the
-    caller still references).
+    A producer thread reads and cuts while this thread hashes (see :mod:`dfms.chunking.parallel`).
+    Holds at most ``params.max_size + block_size`` bytes of input being cut, plus the chunks cut
+    ahead of the hashing (``SPAN_LOOKAHEAD``) and those the caller still references.
     """
     if block_size <= 0:
         raise ValueError(f"block_size={block_size} must be positive")
-    chunker = make_chunker(params)
-    while True:
-        block = fileobj.read(block_size)
-        if not block:
-            break
-        yield from chunker.feed(block)
-    yield from chunker.finish()
+    return hashed_in_order(lambda: reader_spans(fileobj.read, params, block_size))
