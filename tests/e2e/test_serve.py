@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import threading
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dfms.chunking import ChunkParams, iter_file_chunks
 from tests.e2e.server import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -50,7 +52,13 @@ def test_sigkill_mid_upload_leaves_no_partial_file(tmp_path: Path) -> None:
     listed and every earlier file intact."""
     data_dir = tmp_path / "data"
     early = os.urandom(3 * 1024 * 1024)
+    keep = {c.sha256 for c in iter_file_chunks(io.BytesIO(early), ChunkParams())}
     sent = threading.Event()
+
+    def on_disk() -> set[str]:
+        nodes = data_dir / "nodes"
+        return {p.name for p in nodes.rglob("*") if p.is_file() and len(p.name) == 64}
+
     # Pins of the upload that dies expire after 1 s (default 1 h), so GC may reclaim its bytes.
     with ServerProcess(data_dir, env={"DFMS_GC__PIN_TTL": "1"}) as server:
         auth = register(server.url)
@@ -79,6 +87,11 @@ def test_sigkill_mid_upload_leaves_no_partial_file(tmp_path: Path) -> None:
         t = threading.Thread(target=client, daemon=True)
         t.start()
         assert sent.wait(60), "upload did not start"
+        # Kill once the upload has written chunk bytes of its own (mid-upload, by construction:
+        # the client has ~2 GiB left to send), so there are orphans for GC to find below.
+        deadline = time.monotonic() + 60
+        while not on_disk() - keep and time.monotonic() < deadline:
+            time.sleep(0.05)
         server.kill()
         t.join(60)
 
@@ -94,18 +107,10 @@ def test_sigkill_mid_upload_leaves_no_partial_file(tmp_path: Path) -> None:
 
     # The killed upload's chunk bytes are orphans: `dfms admin gc` (grace 0) reclaims them and
     # leaves exactly the chunks of the committed file.
-    import io
     import json
     import subprocess
     import sys
 
-    from dfms.chunking import ChunkParams, iter_file_chunks
-
-    def on_disk() -> set[str]:
-        nodes = data_dir / "nodes"
-        return {p.name for p in nodes.rglob("*") if p.is_file() and len(p.name) == 64}
-
-    keep = {c.sha256 for c in iter_file_chunks(io.BytesIO(early), ChunkParams())}
     assert on_disk() > keep, "the killed upload left no orphan bytes to reclaim"
     dfms = str(Path(sys.executable).with_name("dfms"))
     reclaimed = 0
