@@ -2,7 +2,11 @@
 
 Prints MB/s next to baselines measured in the same run on the same file:
   * `openssl dgst -sha256` of the file (hashing alone, SHA-NI),
-  * a plain HTTP upload of the file to a minimal Python server that discards the body.
+  * a plain HTTP upload of the file to a minimal Python server that discards the body,
+  * the durable-write ceilings of this disk: the file copied and fsynced; the file as 1 MiB
+    files written and fsynced 8 at a time; DFMS's local store writing it as ~1.25 MiB chunks
+    (put + sync, nothing else). A durable upload cannot be faster than these.
+Downloads go to /dev/null (size checked); the server verifies every chunk before sending it.
 Targets (2-core machine): upload >= 500 MB/s, re-upload >= 1.5x first upload, download >= 600 MB/s,
 gateway peak RSS during a 2 GiB upload <= 300 MiB.
 
@@ -66,9 +70,11 @@ def curl_upload(url: str, token: str, path: Path, name: str) -> tuple[float, dic
     return dt, json.loads(out)["file"]
 
 
-def curl_download(url: str, token: str, file_id: str, out: Path) -> float:
+def curl_download(url: str, token: str, file_id: str) -> tuple[float, int]:
+    """Download to /dev/null (the client's own disk writes are not what is measured; the server
+    verifies every chunk before sending it); return the time and the bytes received."""
     assert CURL
-    dt, _ = timed(
+    dt, out = timed(
         [
             CURL,
             "-sS",
@@ -77,10 +83,12 @@ def curl_download(url: str, token: str, file_id: str, out: Path) -> float:
             "-H",
             f"Authorization: Bearer {token}",
             "-o",
-            str(out),
+            os.devnull,
+            "-w",
+            "%{size_download}",
         ]
     )
-    return dt
+    return dt, int(out.strip())
 
 
 class _Discard(http.server.BaseHTTPRequestHandler):
@@ -133,6 +141,63 @@ def durable_copy(src: Path, dst: Path) -> float:
     return dt
 
 
+def parallel_durable_files(src: Path, dst: Path, threads: int = 8) -> float:
+    """Baseline: the file's bytes as 1 MiB files, each written and fsynced, ``threads`` at once
+    (the most a durable chunk store can get out of this disk with queue depth ``threads``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = src.read_bytes()
+    dst.mkdir()
+    step = 1 << 20
+
+    def one(i: int) -> None:
+        fd = os.open(dst / f"{i:06d}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data[i * step : (i + 1) * step])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range((len(data) + step - 1) // step)))
+    dt = time.perf_counter() - t
+    shutil.rmtree(dst)
+    return dt
+
+
+def store_ceiling(src: Path, root: Path, concurrency: int = 8) -> float:
+    """Baseline: DFMS's own local store writing the file as ~1.25 MiB chunks (hashes computed
+    before the clock starts; fsync=batch, then ``sync``), ``concurrency`` puts at once: what an
+    upload's writes cost without HTTP, chunking or hashing."""
+    import asyncio
+    import hashlib
+
+    from dfms.storage.local import LocalDirStore
+
+    data = memoryview(src.read_bytes())
+    step = 1_310_720
+    pieces = [data[i : i + step] for i in range(0, len(data), step)]
+    hashes = [hashlib.sha256(p).hexdigest() for p in pieces]
+
+    async def run() -> float:
+        store = await LocalDirStore.open(root, name="bench", fsync="batch")
+        slots = asyncio.Semaphore(concurrency)
+
+        async def put(h: str, piece: memoryview) -> None:
+            async with slots:
+                await store.put(h, piece, trusted=True)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(put(h, p) for h, p in zip(hashes, pieces, strict=True)))
+        await store.sync()
+        return time.perf_counter() - t
+
+    dt = asyncio.run(run())
+    shutil.rmtree(root)
+    return dt
+
+
 def tree_pids(pid: int) -> list[int]:
     """A process and its descendants."""
     pids = [pid]
@@ -174,11 +239,9 @@ def run_dfms(tmpd: Path, src: Path, tag: str, env: dict[str, str]) -> dict[str, 
         cpu1 = tree_cpu_seconds(pid)
         t_re, f2 = curl_upload(server.url, token, src, "b.bin")
         cpu2 = tree_cpu_seconds(pid)
-        out = tmpd / "out.bin"
-        t_down = curl_download(server.url, token, str(f["id"]), out)
+        t_down, received = curl_download(server.url, token, str(f["id"]))
         cpu3 = tree_cpu_seconds(pid)
-        ok = out.stat().st_size == src.stat().st_size
-        out.unlink()
+        ok = received == src.stat().st_size
         assert f2["new_chunks"] == 0
     shutil.rmtree(tmpd / f"data-{tag}", ignore_errors=True)
     return {
@@ -219,6 +282,8 @@ def main() -> None:
         t_ssl, _ = timed(["openssl", "dgst", "-sha256", str(src)])
         t_plain = plain_upload(src)
         t_disk = durable_copy(src, tmpd / "copy.bin")
+        t_files = parallel_durable_files(src, tmpd / "files")
+        t_store = store_ceiling(src, tmpd / "store")
         runs = {
             "fsync=batch (default, durable)": run_dfms(tmpd, src, "batch", {}),
             "fsync=never (page cache only)": run_dfms(
@@ -247,6 +312,8 @@ def main() -> None:
         print(f"  baseline openssl dgst -sha256            {mb / t_ssl:8.0f} MB/s")
         print(f"  baseline plain HTTP upload (curl -T)     {mb / t_plain:8.0f} MB/s")
         print(f"  baseline durable disk write (write+fsync){mb / t_disk:8.0f} MB/s")
+        print(f"  baseline 1 MiB files write+fsync, 8 thr. {mb / t_files:8.0f} MB/s")
+        print(f"  baseline DFMS local store put+sync only  {mb / t_store:8.0f} MB/s")
         size = args.size_mib << 20
 
         def cpu(seconds: float) -> str:

@@ -36,9 +36,10 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 from dfms.errors import (
     ChunkCorrupt,
@@ -59,6 +60,13 @@ TEMP_PREFIX = ".tmp-"
 #: A temp file older than this (seconds) belongs to a write that died; opening the store removes
 #: it. Younger ones may be another live process's write in progress and are left alone.
 TEMP_MAX_AGE = 600.0
+#: Batch mode: fsyncs kept in flight, by the background flushers and by ``sync``. A disk flushes
+#: several files at once faster than one after another (1 MiB files here: 166 MB/s one at a
+#: time, 278 with 4, 383 with 64 in flight); the store's put+sync of 512 MiB went from 259-329 to
+#: 370-393 MB/s (docs/replication.md).
+FLUSH_THREADS = 8
+
+T = TypeVar("T")
 
 _HEX = frozenset("0123456789abcdef")
 #: Leaf directories scanned per worker-thread call by ``iterate``.
@@ -112,10 +120,10 @@ class LocalDirStore:
         self._used = 0
         self._pending: set[str] = set()  # files renamed into place but not yet fsynced (batch)
         self._dirty_leaves: set[str] = set()  # leaf dirs with renames not yet fsynced (batch)
-        #: Batch mode: a background thread fsyncs written files as they arrive, so the disk
+        #: Batch mode: background threads fsync written files as they arrive, so the disk
         #: flushes while the upload is still chunking and ``sync`` has little left to wait for.
         self._flush_queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._flusher: threading.Thread | None = None
+        self._flushers: list[threading.Thread] = []
         self._eager_flush = eager_flush
         #: Keep the pages of durable written chunks in the page cache (see module docstring).
         self.cache_written = cache_written
@@ -208,7 +216,7 @@ class LocalDirStore:
         if self._opened and self.fsync_mode == "batch":
             await self.sync()
         self._closed = True
-        if self._flusher is not None:
+        for _ in self._flushers:
             self._flush_queue.put(None)
 
     # -- walking -----------------------------------------------------------------------------
@@ -364,11 +372,13 @@ class LocalDirStore:
                 self._dirty_leaves.add(leaf)
                 if not self._eager_flush:
                     return
-                if self._flusher is None:
-                    self._flusher = threading.Thread(
-                        target=self._flush_loop, name=f"dfms-flush-{self.name}", daemon=True
-                    )
-                    self._flusher.start()
+                if not self._flushers:
+                    for i in range(FLUSH_THREADS):
+                        flusher = threading.Thread(
+                            target=self._flush_loop, name=f"dfms-flush-{self.name}-{i}", daemon=True
+                        )
+                        flusher.start()
+                        self._flushers.append(flusher)
             self._flush_queue.put(path)
 
     def _flush_loop(self) -> None:
@@ -401,13 +411,11 @@ class LocalDirStore:
 
     def _fsync_dirs(self, leaves: set[str]) -> None:
         """Fsync each leaf directory, and its parents until they are known durable."""
-        for leaf in sorted(leaves):
-            _fsync_path(leaf)
+        _parallel(_fsync_path, sorted(leaves))
         with self._lock:
             fresh = leaves - self._durable_leaves
         if fresh:
-            for top in sorted({os.path.dirname(leaf) for leaf in fresh}):
-                _fsync_path(top)
+            _parallel(_fsync_path, sorted({os.path.dirname(leaf) for leaf in fresh}))
             _fsync_path(self._root)
             with self._lock:
                 self._durable_leaves.update(fresh)
@@ -433,23 +441,30 @@ class LocalDirStore:
         if not files and not leaves:
             return
         try:
-            for path in sorted(files):
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    continue  # deleted since it was written
-                try:
-                    os.fsync(fd)
-                    self._durable(fd)
-                finally:
-                    os.close(fd)
-                leaves.add(os.path.dirname(path))
+            paths = sorted(files)
+            synced = _parallel(self._fsync_file, paths)
+            leaves.update(
+                os.path.dirname(path) for path, ok in zip(paths, synced, strict=True) if ok
+            )
             self._fsync_dirs(leaves)
         except OSError as exc:
             with self._lock:
                 self._pending |= files  # not durable: the next sync tries again
                 self._dirty_leaves |= leaves
             raise _unavailable(self.name, "sync", exc) from exc
+
+    def _fsync_file(self, path: str) -> bool:
+        """Fsync one chunk file; False if it was deleted since it was written."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            os.fsync(fd)
+            self._durable(fd)
+        finally:
+            os.close(fd)
+        return True
 
     # -- get / has / delete ------------------------------------------------------------------
 
@@ -546,6 +561,18 @@ class LocalDirStore:
             capacity = self._capacity
             free = max(0, min(usage.free, capacity - used))
         return StoreStat(capacity=capacity, free=free, used=used, chunk_count=count)
+
+
+def _parallel(fn: Callable[[str], T], items: Sequence[str]) -> list[T]:
+    """``[fn(item) for item in items]`` with up to ``FLUSH_THREADS`` fsyncs in flight (a disk
+    flushes several at once faster than one after another). The first error is raised once all
+    calls have finished."""
+    if len(items) <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(
+        min(FLUSH_THREADS, len(items)), thread_name_prefix="dfms-fsync"
+    ) as pool:
+        return list(pool.map(fn, items))
 
 
 def _fsync_path(path: str) -> None:

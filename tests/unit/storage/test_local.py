@@ -461,6 +461,44 @@ async def test_batch_eager_flush_fsyncs_in_background(
     await store.close()
 
 
+async def test_batch_sync_fsyncs_files_and_directories_several_at_once(
+    tmp_path: Path, make_chunk: MakeChunk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sync() keeps several fsyncs in flight (a disk flushes them faster together): the first
+    two file fsyncs meet at a barrier, which only works if they run at the same time; every
+    file and every leaf directory is still fsynced exactly as before."""
+    import threading
+
+    from dfms.storage import local
+
+    store = await LocalDirStore.open(tmp_path, fsync="batch", eager_flush=False)
+    chunks = [make_chunk(i) for i in range(12)]
+    for h, data in chunks:
+        await store.put(h, data)
+    meet = threading.Barrier(2, timeout=10)
+    seen: list[str] = []
+    lock = threading.Lock()
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        with lock:
+            seen.append(path)
+            first_two_files = sum(len(os.path.basename(p)) == 64 for p in seen) <= 2
+        if len(os.path.basename(path)) == 64 and first_two_files:
+            meet.wait()  # BrokenBarrierError (the test fails) if fsyncs run one at a time
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert local.FLUSH_THREADS > 1
+    await store.sync()
+    files = {str(store.path_for(h)) for h, _ in chunks}
+    assert files <= set(seen)
+    assert {str(store.path_for(h).parent) for h, _ in chunks} <= set(seen)
+    assert not meet.broken
+    await store.close()
+
+
 @pytest.mark.parametrize(
     ("fsync", "cache_written", "dropped"),
     [
