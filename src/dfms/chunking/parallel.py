@@ -67,7 +67,7 @@ def buffer_spans(data: BytesLike, params: ChunkParams | None = None) -> Iterator
 
 
 def reader_spans(
-    read: Callable[[int], bytes], params: ChunkParams | None = None, block_size: int = 4 << 20
+    read: Callable[[int], bytes], params: ChunkParams | None, block_size: int
 ) -> Iterator[Span]:
     """The spans of the stream that ``read(block_size)`` returns until it returns ``b""``."""
     if block_size <= 0:

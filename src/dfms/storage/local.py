@@ -389,16 +389,10 @@ class LocalDirStore:
                 if path not in self._pending:
                     continue
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                if not self._fsync_file(path):
+                    continue  # deleted meanwhile: sync() drops it
             except OSError:
-                continue  # deleted meanwhile, or unreadable: sync() deals with it
-            try:
-                os.fsync(fd)
-                self._durable(fd)
-            except OSError:
-                continue
-            finally:
-                os.close(fd)
+                continue  # unreadable or the fsync failed: sync() retries and reports it
             with self._lock:
                 self._pending.discard(path)
 
