@@ -6,6 +6,11 @@ Prints MB/s next to baselines measured in the same run on the same file:
   * the durable-write ceilings of this disk: the file copied and fsynced; the file as 1 MiB
     files written and fsynced 8 at a time; DFMS's local store writing it as ~1.25 MiB chunks
     (put + sync, nothing else). A durable upload cannot be faster than these.
+  * the CPU floor of an upload: CPU time per byte of each step no upload can skip, each measured
+    alone on the same bytes (curl sending the file; granian receiving it into an ASGI app that
+    drops it; SHA-256 of every chunk and of the whole file; the FastCDC cut; the local store's
+    put + sync). Their sum, divided into the machine's cores, bounds the upload rate from above
+    even with perfect overlap and no other work.
 Downloads go to /dev/null (size checked); the server verifies every chunk before sending it.
 Targets (2-core machine): upload >= 500 MB/s, re-upload >= 1.5x first upload, download >= 600 MB/s,
 gateway peak RSS during a 2 GiB upload <= 300 MiB.
@@ -19,12 +24,14 @@ import argparse
 import http.server
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,6 +51,18 @@ def timed(cmd: list[str]) -> tuple[float, str]:
     t = time.perf_counter()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return time.perf_counter() - t, out
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's waited-for children so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def self_cpu() -> float:
+    """User + system CPU seconds of this process (all its threads) so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def curl_upload(url: str, token: str, path: Path, name: str) -> tuple[float, dict[str, object]]:
@@ -104,12 +123,14 @@ class _Discard(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def plain_upload(path: Path) -> float:
+def plain_upload(path: Path) -> tuple[float, float]:
+    """A plain HTTP upload to a minimal Python server; returns the time and curl's CPU seconds."""
     port = free_port()
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Discard)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         assert CURL
+        cpu0 = children_cpu()
         dt, _ = timed(
             [
                 CURL,
@@ -123,7 +144,7 @@ def plain_upload(path: Path) -> float:
                 str(path),
             ]
         )
-        return dt
+        return dt, children_cpu() - cpu0
     finally:
         srv.shutdown()
 
@@ -166,10 +187,12 @@ def parallel_durable_files(src: Path, dst: Path, threads: int = 8) -> float:
     return dt
 
 
-def store_ceiling(src: Path, root: Path, concurrency: int = 8) -> float:
+def store_ceiling(src: Path, root: Path, concurrency: int = 8) -> tuple[float, float]:
     """Baseline: DFMS's own local store writing the file as ~1.25 MiB chunks (hashes computed
     before the clock starts; fsync=batch, then ``sync``), ``concurrency`` puts at once: what an
-    upload's writes cost without HTTP, chunking or hashing."""
+    upload's writes cost without HTTP, chunking or hashing. Returns the time and the CPU seconds
+    this process spent (its store threads; the kernel's own writeback threads are not counted,
+    so the figure is a lower bound)."""
     import asyncio
     import hashlib
 
@@ -193,9 +216,91 @@ def store_ceiling(src: Path, root: Path, concurrency: int = 8) -> float:
         await store.sync()
         return time.perf_counter() - t
 
+    cpu0 = self_cpu()
     dt = asyncio.run(run())
+    cpu = self_cpu() - cpu0
     shutil.rmtree(root)
-    return dt
+    return dt, cpu
+
+
+def granian_receive(path: Path) -> float:
+    """Server CPU seconds for granian (DFMS's HTTP server) to receive the file into an ASGI app
+    that drops it (``_drain_app.py``): the receiving share of an upload, before any DFMS code."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-ws",
+            "_drain_app:app",
+        ],
+        cwd=Path(__file__).resolve().parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.post(f"http://127.0.0.1:{port}/", content=b"x", timeout=1.0)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("granian did not start") from None
+                time.sleep(0.05)
+        cpu0 = tree_cpu_seconds(proc.pid)
+        assert CURL
+        _, out = timed(
+            [
+                CURL,
+                "-sS",
+                "-X",
+                "POST",
+                f"http://127.0.0.1:{port}/",
+                "-H",
+                "Expect:",
+                "-T",
+                str(path),
+            ]
+        )
+        cpu = tree_cpu_seconds(proc.pid) - cpu0
+        assert int(out) == path.stat().st_size, out
+        return cpu
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+
+
+def compute_cpu(src: Path) -> tuple[float, float]:
+    """CPU seconds of one SHA-256 pass over the file's bytes and of the FastCDC cut of them
+    (default parameters), each on one thread, best of three."""
+    import hashlib
+
+    from dfms.chunking import ChunkParams
+    from dfms.chunking.core import make_cutter
+
+    data = src.read_bytes()
+    cutter = make_cutter(ChunkParams())
+
+    def best(fn: Callable[[], object]) -> float:
+        runs = []
+        for _ in range(3):
+            t = time.thread_time()
+            fn()
+            runs.append(time.thread_time() - t)
+        return min(runs)
+
+    return best(lambda: hashlib.sha256(data).digest()), best(lambda: cutter.cut(data, True))
 
 
 def tree_pids(pid: int) -> list[int]:
@@ -280,10 +385,12 @@ def main() -> None:
         src = tmpd / "src.bin"
         make_file(src, args.size_mib)
         t_ssl, _ = timed(["openssl", "dgst", "-sha256", str(src)])
-        t_plain = plain_upload(src)
+        t_plain, cpu_client = plain_upload(src)
         t_disk = durable_copy(src, tmpd / "copy.bin")
         t_files = parallel_durable_files(src, tmpd / "files")
-        t_store = store_ceiling(src, tmpd / "store")
+        t_store, cpu_store = store_ceiling(src, tmpd / "store")
+        cpu_receive = granian_receive(src)
+        cpu_sha, cpu_cut = compute_cpu(src)
         runs = {
             "fsync=batch (default, durable)": run_dfms(tmpd, src, "batch", {}),
             "fsync=never (page cache only)": run_dfms(
@@ -315,6 +422,26 @@ def main() -> None:
         print(f"  baseline 1 MiB files write+fsync, 8 thr. {mb / t_files:8.0f} MB/s")
         print(f"  baseline DFMS local store put+sync only  {mb / t_store:8.0f} MB/s")
         size = args.size_mib << 20
+        cores = os.cpu_count() or 1
+        floor = {
+            "curl sending (client)": cpu_client,
+            "granian receiving": cpu_receive,
+            "SHA-256 x2 (chunks, file)": 2 * cpu_sha,
+            "FastCDC cut": cpu_cut,
+            "store put+sync": cpu_store,
+        }
+        total = sum(floor.values()) / size * 1e9
+        print("  upload CPU floor (ns per byte, each step measured alone on these bytes):")
+        for name, seconds in floor.items():
+            print(f"    {name:<36} {seconds / size * 1e9:8.2f} ns/B")
+        print(
+            f"    sum {total:.2f} ns/B -> at most {cores / total * 1000:.0f} MB/s on {cores} cores"
+            " (perfect overlap, nothing else)"
+        )
+        print(
+            f"    without the store (re-upload)       {(total - cpu_store / size * 1e9):8.2f} ns/B"
+            f" -> at most {cores / (total - cpu_store / size * 1e9) * 1000:.0f} MB/s"
+        )
 
         def cpu(seconds: float) -> str:
             # server CPU per byte: comparable between runs even on a busy machine

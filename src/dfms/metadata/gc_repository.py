@@ -88,9 +88,11 @@ class PinRepository:
             stmt.on_conflict_do_update(index_elements=["id"], set_={"expires_at": expires_at})
         )
         rows = [{"session_id": session_id, "chunk_hash": h} for h in sorted(set(hashes))]
-        for batch in _batches(rows):
-            ins = _insert(self.s, ChunkPin.__table__).values(list(batch))
-            await self.s.execute(ins.on_conflict_do_nothing())
+        if rows:
+            # One cached single-row statement run for all rows (executemany): a multi-row
+            # VALUES statement would be compiled afresh for every batch size.
+            ins = _insert(self.s, ChunkPin.__table__).on_conflict_do_nothing()
+            await self.s.execute(ins, rows)
         return await ChunkRepository(self.s).stored(hashes)
 
     async def claim(self, session_id: str) -> bool:

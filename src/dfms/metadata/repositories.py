@@ -329,11 +329,15 @@ class ChunkRepository:
     async def stored(self, hashes: Sequence[str]) -> dict[str, list[str]]:
         """Which of ``hashes`` are known with at least one replica: hash -> replica node ids."""
         out: dict[str, list[str]] = {}
+        # Table columns, not mapped attributes: a plain Core statement skips the ORM's
+        # per-execution set-up (the upload path runs this for every batch of chunks).
+        replica = ChunkReplica.__table__.c
+        chunk = Chunk.__table__.c
         for batch in _batches(list(hashes)):
             stmt = (
-                select(ChunkReplica.chunk_hash, ChunkReplica.node_id)
-                .join(Chunk, Chunk.hash == ChunkReplica.chunk_hash)
-                .where(ChunkReplica.chunk_hash.in_(batch))
+                select(replica.chunk_hash, replica.node_id)
+                .join(Chunk.__table__, chunk.hash == replica.chunk_hash)
+                .where(replica.chunk_hash.in_(batch))
             )
             for h, node in (await self.s.execute(stmt)).all():
                 out.setdefault(h, []).append(node)
