@@ -29,15 +29,24 @@ MAX_META_KEYS = 64
 MAX_META_KEY = 128
 MAX_META_VALUE = 1024
 MAX_QUERY = 1024
+#: Largest size filter: sizes are stored as signed 64-bit integers.
+MAX_SIZE = 2**63 - 1
 
 _MIME_TOKEN = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"
 _MIME = re.compile(rf"^({_MIME_TOKEN})(?:/({_MIME_TOKEN}|\*))?$")
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    """``value`` in UTC (naive means UTC); a time whose UTC equivalent falls outside the years
+    1-9999 (``0001-01-01T00:00+01:00``) is invalid input, not a server error."""
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationFailed(f"{name} is out of range once converted to UTC") from None
 
 
 def _bad_chars(value: str, *, allow_newlines: bool) -> bool:
@@ -126,11 +135,12 @@ class SearchService:
             raise ValidationFailed(f"q must be at most {MAX_QUERY} characters")
         if q is not None and _bad_chars(q, allow_newlines=False):
             raise ValidationFailed("q must not contain control characters")
-        if (min_size is not None and min_size < 0) or (max_size is not None and max_size < 0):
-            raise ValidationFailed("sizes must not be negative")
+        for name, size in (("min_size", min_size), ("max_size", max_size)):
+            if size is not None and not 0 <= size <= MAX_SIZE:
+                raise ValidationFailed(f"{name} must be between 0 and {MAX_SIZE}")
         if min_size is not None and max_size is not None and min_size > max_size:
             raise ValidationFailed("min_size must not exceed max_size")
-        after, before = _utc(after), _utc(before)
+        after, before = _utc(after, "after"), _utc(before, "before")
         if after is not None and before is not None and after > before:
             raise ValidationFailed("after must not be later than before")
         kind, mime_exact, mime_prefix = parse_type(entry_type)

@@ -12,6 +12,7 @@ from dfms.api.deps import Ctx, CurrentUser
 from dfms.api.routers.files import _out as file_out
 from dfms.api.routers.folders import entry_out
 from dfms.api.schemas import FileEnvelope, SearchOut, error_responses
+from dfms.services.search import MAX_SIZE
 
 router = APIRouter(tags=["search"])
 E = error_responses(400, 401, 404, 429)
@@ -35,8 +36,12 @@ async def search(
             description="file, folder, a MIME type (image/png) or a top-level type (image)",
         ),
     ] = None,
-    min_size: Annotated[int | None, Query(ge=0, description="Files of at least this size")] = None,
-    max_size: Annotated[int | None, Query(ge=0, description="Files of at most this size")] = None,
+    min_size: Annotated[
+        int | None, Query(ge=0, le=MAX_SIZE, description="Files of at least this size")
+    ] = None,
+    max_size: Annotated[
+        int | None, Query(ge=0, le=MAX_SIZE, description="Files of at most this size")
+    ] = None,
     after: Annotated[
         datetime | None, Query(description="Modified at or after (ISO 8601; UTC if no zone)")
     ] = None,
