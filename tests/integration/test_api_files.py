@@ -429,6 +429,27 @@ async def test_unknown_route_envelope(client: httpx.AsyncClient) -> None:
     assert r.status_code == 405 and r.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("OPTIONS", "/files/{id}", "DELETE, GET, PATCH"),
+        ("PUT", "/folders/{id}", "DELETE, PATCH"),
+        ("POST", "/files/upload/multipart/{id}", "DELETE, GET"),
+        ("POST", "/files/{id}/versions/3/download", "GET"),
+        ("PUT", "/files", "GET"),
+    ],
+)
+async def test_405_allow_lists_every_method_of_the_path(
+    client: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
+    """A 405's Allow header lists every method the path serves, not only those of the first
+    route that matched it (routing stops at the first: OPTIONS /files/{id} said "GET")."""
+    url = API + path.replace("{id}", str(uuid.uuid4()))
+    r = await client.request(method, url, headers=await register(client))
+    assert r.status_code == 405 and r.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+    assert r.headers["allow"] == allow
+
+
 async def test_slow_client_times_out(client: httpx.AsyncClient, ctx: Any) -> None:
     """A client that stops sending the body gets 408 REQUEST_TIMEOUT and nothing is stored."""
     import asyncio

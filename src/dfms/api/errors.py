@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -86,11 +87,42 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return envelope(request, 400, "VALIDATION_FAILED", _describe(list(exc.errors())))
 
 
+_PARAM = re.compile(r"\\\{[^/]*?\\\}")
+
+
+def _method_index(app: FastAPI) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """(path pattern, methods) of every operation in the app's OpenAPI spec, built once."""
+    index: list[tuple[re.Pattern[str], frozenset[str]]] | None = getattr(
+        app.state, "method_index", None
+    )
+    if index is None:
+        index = []
+        for path, item in app.openapi().get("paths", {}).items():
+            pattern = re.compile(_PARAM.sub("[^/]+", re.escape(path)))
+            index.append((pattern, frozenset(m.upper() for m in item if m != "parameters")))
+        app.state.method_index = index
+    return index
+
+
+def _allowed(request: Request) -> str | None:
+    """The ``Allow`` header of a 405: every method some route serves at this path (routing
+    only reports the first route that matched the path)."""
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for pattern, ops in _method_index(request.app):
+        if pattern.fullmatch(path):
+            methods |= ops
+    return ", ".join(sorted(methods)) or None
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
-    return envelope(request, exc.status_code, code, message, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and (allow := _allowed(request)):
+        headers["Allow"] = allow
+    return envelope(request, exc.status_code, code, message, headers)
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

@@ -28,6 +28,25 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse} for code in codes}
 
 
+_BYTES: dict[str, Any] = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+
+
+def download_responses(what: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a download: the bytes in the file's own MIME type."""
+    return {
+        200: {"content": _BYTES, "description": f"{what} (Content-Type: the file's MIME type)"},
+        206: {"content": _BYTES, "description": "The requested byte range"},
+        304: {"description": "Not modified (If-None-Match)"},
+    }
+
+
+#: What the server checks in a file or folder name (JSON Schema cannot say all of it).
+NAME_RULES = (
+    "1 to 255 bytes in UTF-8 (NFC); no '/', '\\', NUL or control characters; not '.' or '..'; "
+    "no leading or trailing whitespace"
+)
+
+
 class HealthOut(BaseModel):
     status: Literal["ok"]
     version: str
@@ -117,12 +136,12 @@ class UsageOut(BaseModel):
 
 
 class FolderCreateIn(_In):
-    name: str = Field(max_length=1024)
+    name: str = Field(min_length=1, max_length=255, description=NAME_RULES)
     parent_id: str | None = Field(default=None, description="Parent folder; null: the root")
 
 
 class RenameIn(_In):
-    name: str = Field(max_length=1024)
+    name: str = Field(min_length=1, max_length=255, description=NAME_RULES)
 
 
 class MoveIn(_In):
@@ -194,7 +213,7 @@ class SearchOut(BaseModel):
 
 
 class MultipartInitIn(_In):
-    file_name: str = Field(max_length=1024)
+    file_name: str = Field(min_length=1, max_length=255, description=NAME_RULES)
     mime_type: str | None = Field(default=None, max_length=255)
     file_size: int | None = Field(
         default=None, ge=0, description="Announced size; completion checks it"

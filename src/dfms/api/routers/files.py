@@ -15,7 +15,15 @@ from starlette.requests import ClientDisconnect
 
 from dfms.api.deps import Ctx, CurrentUser
 from dfms.api.multipart import MultipartFileReader
-from dfms.api.schemas import FileEnvelope, FileListOut, FileOut, UsageOut, error_responses
+from dfms.api.schemas import (
+    NAME_RULES,
+    FileEnvelope,
+    FileListOut,
+    FileOut,
+    UsageOut,
+    download_responses,
+    error_responses,
+)
 from dfms.errors import (
     FileTooLarge,
     RangeNotSatisfiable,
@@ -88,6 +96,23 @@ async def _body(request: Request, read_timeout: float) -> AsyncIterator[bytes]:
     response_model=FileEnvelope,
     responses=E,
     openapi_extra={
+        "parameters": [
+            {
+                "name": "X-File-Name",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1},
+                "description": "Raw body: the file name, UTF-8 or RFC 8187 (UTF-8''...); "
+                + NAME_RULES,
+            },
+            {
+                "name": "X-Folder-ID",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "Raw body: the target folder's id; absent or empty: the root",
+            },
+        ],
         "requestBody": {
             "required": True,
             "content": {
@@ -98,12 +123,15 @@ async def _body(request: Request, read_timeout: float) -> AsyncIterator[bytes]:
                         "required": ["file"],
                         "properties": {
                             "file": {"type": "string", "format": "binary"},
-                            "folder_id": {"type": "string", "format": "uuid"},
+                            "folder_id": {
+                                "type": "string",
+                                "description": "Target folder's id; absent or empty: the root",
+                            },
                         },
                     }
                 },
             },
-        }
+        },
     },
     summary="Upload a file (raw body with X-File-Name, or multipart/form-data field `file`)",
 )
@@ -217,12 +245,7 @@ async def download_response(
 
 @router.get(
     "/files/{file_id}/download",
-    responses={
-        **E,
-        200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes"},
-        206: {"description": "The requested byte range"},
-        304: {"description": "Not modified (If-None-Match)"},
-    },
+    responses={**E, **download_responses("The file's bytes")},
     response_class=Response,
 )
 async def download(

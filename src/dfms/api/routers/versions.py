@@ -9,7 +9,13 @@ from fastapi import APIRouter, Header, Path, Response
 from dfms.api.deps import Ctx, CurrentUser
 from dfms.api.routers.files import _out as file_out
 from dfms.api.routers.files import download_response
-from dfms.api.schemas import FileEnvelope, VersionListOut, VersionOut, error_responses
+from dfms.api.schemas import (
+    FileEnvelope,
+    VersionListOut,
+    VersionOut,
+    download_responses,
+    error_responses,
+)
 from dfms.errors import FileNotFound
 from dfms.services.names import parse_id
 
@@ -42,9 +48,7 @@ async def list_versions(file_id: str, ctx: Ctx, user: CurrentUser) -> VersionLis
     "/files/{file_id}/versions/{number}/download",
     responses={
         **error_responses(400, 401, 404, 416, 429, 503),
-        200: {"content": {"application/octet-stream": {}}, "description": "The version's bytes"},
-        206: {"description": "The requested byte range"},
-        304: {"description": "Not modified (If-None-Match)"},
+        **download_responses("The version's bytes"),
     },
     response_class=Response,
 )
