@@ -437,6 +437,9 @@ async def test_unknown_route_envelope(client: httpx.AsyncClient) -> None:
         ("POST", "/files/upload/multipart/{id}", "DELETE, GET"),
         ("POST", "/files/{id}/versions/3/download", "GET"),
         ("PUT", "/files", "GET"),
+        # a literal path wins over a template that also matches it
+        ("PUT", "/folders/root", "GET"),
+        ("PUT", "/files/upload", "POST"),
     ],
 )
 async def test_405_allow_lists_every_method_of_the_path(

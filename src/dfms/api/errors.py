@@ -90,29 +90,35 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 _PARAM = re.compile(r"\\\{[^/]*?\\\}")
 
 
-def _method_index(app: FastAPI) -> list[tuple[re.Pattern[str], frozenset[str]]]:
-    """(path pattern, methods) of every operation in the app's OpenAPI spec, built once."""
-    index: list[tuple[re.Pattern[str], frozenset[str]]] | None = getattr(
+def _method_index(app: FastAPI) -> list[tuple[re.Pattern[str], int, frozenset[str]]]:
+    """(path pattern, number of path parameters, methods) of every operation in the app's
+    OpenAPI spec, built once."""
+    index: list[tuple[re.Pattern[str], int, frozenset[str]]] | None = getattr(
         app.state, "method_index", None
     )
     if index is None:
         index = []
         for path, item in app.openapi().get("paths", {}).items():
-            pattern = re.compile(_PARAM.sub("[^/]+", re.escape(path)))
-            index.append((pattern, frozenset(m.upper() for m in item if m != "parameters")))
+            escaped = re.escape(path)
+            pattern = re.compile(_PARAM.sub("[^/]+", escaped))
+            methods = frozenset(m.upper() for m in item if m != "parameters")
+            index.append((pattern, len(_PARAM.findall(escaped)), methods))
         app.state.method_index = index
     return index
 
 
 def _allowed(request: Request) -> str | None:
-    """The ``Allow`` header of a 405: every method some route serves at this path (routing
-    only reports the first route that matched the path)."""
+    """The ``Allow`` header of a 405: the methods of the path's most specific operations
+    (``/folders/root`` rather than ``/folders/{folder_id}``), all of them, where routing names
+    only the first route that matched the path."""
     path = request.scope.get("path", "")
-    methods: set[str] = set()
-    for pattern, ops in _method_index(request.app):
-        if pattern.fullmatch(path):
-            methods |= ops
-    return ", ".join(sorted(methods)) or None
+    matches = [
+        (n, ops) for pattern, n, ops in _method_index(request.app) if pattern.fullmatch(path)
+    ]
+    if not matches:
+        return None
+    fewest = min(n for n, _ in matches)
+    return ", ".join(sorted(set().union(*(ops for n, ops in matches if n == fewest))))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -58,7 +58,7 @@ class ReadyOut(BaseModel):
 
 
 class RegisterIn(_In):
-    email: str = Field(min_length=3, max_length=320)
+    email: str = Field(min_length=3, max_length=320, json_schema_extra={"format": "email"})
     password: str = Field(min_length=1, max_length=1024)
     display_name: str = Field(min_length=1, max_length=100)
 

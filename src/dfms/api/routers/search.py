@@ -12,7 +12,7 @@ from dfms.api.deps import Ctx, CurrentUser
 from dfms.api.routers.files import _out as file_out
 from dfms.api.routers.folders import entry_out
 from dfms.api.schemas import FileEnvelope, SearchOut, error_responses
-from dfms.services.search import MAX_SIZE
+from dfms.services.search import MAX_META_KEY, MAX_META_KEYS, MAX_META_VALUE, MAX_SIZE
 
 router = APIRouter(tags=["search"])
 E = error_responses(400, 401, 404, 429)
@@ -88,8 +88,14 @@ async def set_metadata(
     metadata: Annotated[
         dict[str, str],
         Body(
-            description="At most 64 keys; keys 1-128 characters, values up to 1024",
+            description="At most 64 keys; keys 1-128 characters, values up to 1024; no NUL "
+            "or lone surrogates, no control characters in keys",
             examples=[{"project": "apollo", "owner": "alice"}],
+            json_schema_extra={
+                "maxProperties": MAX_META_KEYS,
+                "propertyNames": {"minLength": 1, "maxLength": MAX_META_KEY},
+                "additionalProperties": {"type": "string", "maxLength": MAX_META_VALUE},
+            },
         ),
     ],
     ctx: Ctx,
