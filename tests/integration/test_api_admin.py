@@ -101,7 +101,9 @@ async def test_list_search_and_paginate_users(client: httpx.AsyncClient, ctx: Ap
     r = await client.get(f"{ADMIN}/users", params={"q": "%"}, headers=admin)
     assert r.json()["total"] == 0
 
-    for params in ({"page": 0}, {"page_size": 0}, {"page_size": 1001}, {"q": "x" * 321}):
+    # NUL: PostgreSQL cannot even compare with it (was a 500 there; found by schemathesis)
+    bad = ({"page": 0}, {"page_size": 0}, {"page_size": 1001}, {"q": "x" * 321}, {"q": "a\x00b"})
+    for params in bad:
         r = await client.get(f"{ADMIN}/users", params=params, headers=admin)
         assert r.status_code == 400 and r.json()["error"]["code"] == "VALIDATION_FAILED", params
 

@@ -6,11 +6,35 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+
+from dfms.auth.passwords import MIN_PASSWORD_CHARS
+
+
+def _storable(value: Any) -> Any:
+    """Refuse NUL and lone surrogates anywhere in a request body's strings: neither can be
+    stored (PostgreSQL refuses NUL; UTF-8 cannot encode a lone surrogate), so they are bad
+    input (400), not a database error."""
+    if isinstance(value, str):
+        if "\x00" in value or any("\ud800" <= c <= "\udfff" for c in value):
+            raise ValueError("must not contain NUL or lone surrogate characters")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _storable(k)
+            _storable(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _storable(v)
+    return value
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_max_length=10_000)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_unstorable_characters(cls, value: Any) -> Any:
+        return _storable(value)
 
 
 class ErrorBody(BaseModel):
@@ -59,7 +83,7 @@ class ReadyOut(BaseModel):
 
 class RegisterIn(_In):
     email: str = Field(min_length=3, max_length=320, json_schema_extra={"format": "email"})
-    password: str = Field(min_length=1, max_length=1024)
+    password: str = Field(min_length=MIN_PASSWORD_CHARS, max_length=1024)
     display_name: str = Field(min_length=1, max_length=100)
 
 

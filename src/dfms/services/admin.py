@@ -22,7 +22,7 @@ from dfms.metadata.admin_repository import AdminRepository
 from dfms.metadata.db import Database
 from dfms.metadata.models import User
 from dfms.metadata.repositories import NodeRepository, RefreshTokenRepository, UserRepository
-from dfms.services.names import parse_id
+from dfms.services.names import bad_chars, parse_id
 from dfms.services.paging import Page
 from dfms.services.users import ROLES, AccountStateCache, UserView
 from dfms.storage.cluster import ReplicatedStore
@@ -109,6 +109,8 @@ class AdminService:
         """Users ordered by email, optionally those whose email contains ``query``."""
         if query is not None and len(query) > MAX_QUERY:
             raise ValidationFailed(f"q must be at most {MAX_QUERY} characters")
+        if query is not None and bad_chars(query, allow_newlines=False):
+            raise ValidationFailed("q must not contain control characters")
         if page < 1 or not 1 <= page_size <= 1000:
             raise ValidationFailed("page must be >= 1 and page_size 1 to 1000")
         async with self.db.read() as s:

@@ -32,6 +32,18 @@ def validate_name(name: str | None, *, what: str = "file name") -> str:
     return name
 
 
+def bad_chars(value: str, *, allow_newlines: bool) -> bool:
+    """NUL, lone surrogates (neither can be stored: PostgreSQL refuses NUL, UTF-8 cannot encode
+    a lone surrogate), and unless allowed other control characters."""
+    for c in value:
+        cat = unicodedata.category(c)
+        if c == "\x00" or cat == "Cs":
+            return True
+        if cat == "Cc" and not (allow_newlines and c in "\t\n\r"):
+            return True
+    return False
+
+
 def parse_id(value: str | uuid.UUID | None, error: type[NotFound]) -> uuid.UUID:
     """Parse an object id; a malformed one answers exactly like a missing object."""
     if isinstance(value, uuid.UUID):

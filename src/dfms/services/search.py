@@ -10,7 +10,6 @@ and ``_`` are ordinary characters. ``type`` is ``file``, ``folder``, a MIME type
 from __future__ import annotations
 
 import re
-import unicodedata
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from dfms.metadata.repositories import EntryRepository, VersionRepository
 from dfms.metadata.search_repository import SearchFilter, SearchRepository
 from dfms.services.files import _view as file_view
 from dfms.services.folders import EntryView, entry_view, resolve_folder
-from dfms.services.names import parse_id
+from dfms.services.names import bad_chars, parse_id
 from dfms.services.paging import Page
 from dfms.services.uploads import FileView
 
@@ -47,17 +46,6 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
         return value.astimezone(UTC)
     except OverflowError:
         raise ValidationFailed(f"{name} is out of range once converted to UTC") from None
-
-
-def _bad_chars(value: str, *, allow_newlines: bool) -> bool:
-    """NUL, lone surrogates, and (unless allowed) other control characters."""
-    for c in value:
-        cat = unicodedata.category(c)
-        if c == "\x00" or cat == "Cs":
-            return True
-        if cat == "Cc" and not (allow_newlines and c in "\t\n\r"):
-            return True
-    return False
 
 
 def parse_type(value: str | None) -> tuple[str | None, str | None, str | None]:
@@ -87,13 +75,13 @@ def validate_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
             raise ValidationFailed("metadata keys and values must be strings")
         if not key or len(key) > MAX_META_KEY:
             raise ValidationFailed(f"metadata keys must be 1 to {MAX_META_KEY} characters")
-        if key != key.strip() or _bad_chars(key, allow_newlines=False):
+        if key != key.strip() or bad_chars(key, allow_newlines=False):
             raise ValidationFailed(
                 "metadata keys must not contain control characters or surrounding whitespace"
             )
         if len(value) > MAX_META_VALUE:
             raise ValidationFailed(f"metadata values must be at most {MAX_META_VALUE} characters")
-        if _bad_chars(value, allow_newlines=True):
+        if bad_chars(value, allow_newlines=True):
             raise ValidationFailed("metadata values must not contain NUL or control characters")
         out[key] = value
     return out
@@ -133,7 +121,7 @@ class SearchService:
     ) -> Page[EntryView]:
         if q is not None and len(q) > MAX_QUERY:
             raise ValidationFailed(f"q must be at most {MAX_QUERY} characters")
-        if q is not None and _bad_chars(q, allow_newlines=False):
+        if q is not None and bad_chars(q, allow_newlines=False):
             raise ValidationFailed("q must not contain control characters")
         for name, size in (("min_size", min_size), ("max_size", max_size)):
             if size is not None and not 0 <= size <= MAX_SIZE:
