@@ -67,3 +67,30 @@ async def test_folder_and_rename_refuse_nul(client: httpx.AsyncClient) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "VALIDATION_FAILED", r.text
     r = await client.get(f"{API}/folders/{folder}/contents", headers=auth)
     assert r.status_code == 200 and r.json()["folder"]["name"] == "ok", r.text
+
+
+@pytest.mark.parametrize(
+    ("part_type", "stored"),
+    [(b"text/pl\x00ain", "text/plain"), (b"text/pl\x01ain\xff", "text/plain")],
+)
+async def test_junk_part_content_type_is_replaced_and_the_file_downloads(
+    client: httpx.AsyncClient, part_type: bytes, stored: str
+) -> None:
+    """A multipart part whose Content-Type is not a media type (NUL was a 500 on PostgreSQL;
+    control characters were stored and then broke every download of the file with a 500) is
+    stored under the type guessed from the name, and the file downloads."""
+    auth = await register(client)
+    body = (
+        b'--XB\r\nContent-Disposition: form-data; name="file"; filename="m.txt"\r\n'
+        b"Content-Type: " + part_type + b"\r\n\r\nhello\r\n--XB--\r\n"
+    )
+    r = await client.post(
+        f"{API}/files/upload",
+        content=body,
+        headers={**auth, "Content-Type": "multipart/form-data; boundary=XB"},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["file"]["mime_type"] == stored
+    down = await client.get(f"{API}/files/{r.json()['file']['id']}/download", headers=auth)
+    assert down.status_code == 200 and down.content == b"hello"
+    assert down.headers["content-type"].startswith(stored)

@@ -22,7 +22,7 @@ from dfms.metadata.repositories import (
     UserRepository,
     VersionRepository,
 )
-from dfms.services.names import parse_id
+from dfms.services.names import media_type, parse_id
 from dfms.services.paging import Page
 from dfms.services.uploads import FileView
 from dfms.storage.cluster import ReplicatedStore
@@ -179,7 +179,8 @@ class FileService:
                 v.manifest_id,
                 v.size,
                 v.sha256,
-                v.mime_type,
+                # stored before media types were checked, a type may not be a valid header value
+                media_type(v.mime_type, entry.name),
                 v.created_at,
             )
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import mimetypes
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterable, Callable
@@ -45,8 +44,8 @@ from dfms.metadata.db import Database
 from dfms.metadata.models import UploadPart, UploadSession, utcnow
 from dfms.metadata.multipart_repository import MultipartRepository, PartChunkRow
 from dfms.metadata.repositories import ChunkRepository, UserRepository
-from dfms.services.names import parse_id, validate_name
-from dfms.services.uploads import DEFAULT_MIME, FileView, StagedContent, UploadService
+from dfms.services.names import media_type, parse_id, validate_name
+from dfms.services.uploads import FileView, StagedContent, UploadService
 from dfms.storage.cluster import ReplicatedStore
 
 MAX_PARTS = 10_000
@@ -139,9 +138,7 @@ class MultipartService:
             if file_size > await self.uploads.quota_left(user_id):
                 raise QuotaExceeded()
         await self.uploads.check_target(user_id, folder_id or None)
-        mime = (mime_type or "").strip()[:255] or None
-        if mime in (None, DEFAULT_MIME):
-            mime = mimetypes.guess_type(name)[0] or DEFAULT_MIME
+        mime = media_type(mime_type, name)
         await self.expire_sessions()
         now = self.clock()
         async with self.db.write() as s:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import mimetypes
+import re
 import unicodedata
 import uuid
 
 from dfms.errors import InvalidFileName, NotFound
 
 MAX_NAME_BYTES = 255
+DEFAULT_MIME = "application/octet-stream"
+#: Longest media type stored (the column's width).
+MAX_MIME = 255
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}")
+_PARAMS = re.compile(r"[\x20-\x7e]*")
 
 
 def validate_name(name: str | None, *, what: str = "file name") -> str:
@@ -30,6 +38,31 @@ def validate_name(name: str | None, *, what: str = "file name") -> str:
     if name != name.strip():
         raise InvalidFileName(f"{what} must not start or end with whitespace")
     return name
+
+
+def media_type(value: str | None, name: str) -> str:
+    """The media type to store for (and serve with) a file called ``name``.
+
+    ``value`` (what the client sent) is kept if it is a valid ``type/subtype`` (RFC 9110 tokens),
+    with its parameters (``; charset=utf-8``) when they are plain printable ASCII and the whole
+    fits in 255 characters; otherwise the parameters are dropped. A missing, generic
+    (``application/octet-stream``) or invalid type is guessed from the name's extension, else
+    ``application/octet-stream``. What this returns is always a valid header value, so a
+    download can always send it.
+    """
+    base, sep, params = (value or "").partition(";")
+    base = base.strip()
+    if (
+        base
+        and base.lower() != DEFAULT_MIME
+        and _MEDIA_TYPE.fullmatch(base)
+        and len(base) <= MAX_MIME
+    ):
+        whole = f"{base};{params}" if sep else base
+        if sep and _PARAMS.fullmatch(params) and len(whole) <= MAX_MIME:
+            return whole
+        return base
+    return mimetypes.guess_type(name)[0] or DEFAULT_MIME
 
 
 def bad_chars(value: str, *, allow_newlines: bool) -> bool:

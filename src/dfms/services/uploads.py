@@ -41,7 +41,7 @@ from dfms.metadata.repositories import (
     UserRepository,
     VersionRepository,
 )
-from dfms.services.names import parse_id, validate_name
+from dfms.services.names import media_type, parse_id, validate_name
 from dfms.services.releases import apply_retention
 from dfms.storage.cluster import ReplicatedStore
 
@@ -54,7 +54,6 @@ PREFETCH_BYTES = 8 << 20
 READ_AHEAD_CHUNKS = 4
 #: Chunks looked up in the metadata DB at once for dedup.
 LOOKUP_BATCH = 8
-DEFAULT_MIME = "application/octet-stream"
 
 
 @dataclass(slots=True)
@@ -299,7 +298,7 @@ class UploadService:
         committed = False
         try:
             name = validate_name(name)
-            mime = (mime_type or DEFAULT_MIME)[:255]
+            mime = media_type(mime_type, name)
             for attempt in range(3):
                 try:
                     view = await self._commit_once(user_id, staged, name, folder_id, mime, finalize)

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from dfms.errors import FileNotFound, InvalidFileName
-from dfms.services.names import parse_id, validate_name
+from dfms.services.names import media_type, parse_id, validate_name
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,32 @@ def test_parse_id() -> None:
     for bad in ("nope", "", None, "1' OR 1=1"):
         with pytest.raises(FileNotFound):
             parse_id(bad, FileNotFound)
+
+
+@pytest.mark.parametrize(
+    ("sent", "name", "stored"),
+    [
+        ("image/png", "x.bin", "image/png"),
+        ("text/plain; charset=utf-8", "x", "text/plain; charset=utf-8"),
+        ("Text/Plain", "x", "Text/Plain"),
+        # no information: guessed from the name
+        (None, "photo.jpg", "image/jpeg"),
+        ("", "notes.txt", "text/plain"),
+        ("application/octet-stream", "a.pdf", "application/pdf"),
+        ("  ", "unknown.zzz", "application/octet-stream"),
+        # not a media type: guessed, never stored as sent
+        ("text/pl\x00ain", "m.txt", "text/plain"),
+        ("text/pl\x01ain\xff", "m.json", "application/json"),
+        ("nonsense", "m.zzz", "application/octet-stream"),
+        ("a/b/c", "m.zzz", "application/octet-stream"),
+        ("image/" + "x" * 300, "p.png", "image/png"),
+        # a valid type with unprintable or overlong parameters keeps the type only
+        ("text/plain; charset=\x00", "m", "text/plain"),
+        ("text/plain; x=" + "y" * 300, "m", "text/plain"),
+    ],
+)
+def test_media_type_is_always_a_valid_header_value(
+    sent: str | None, name: str, stored: str
+) -> None:
+    """Stored types are what downloads send as Content-Type, so they must be header-safe."""
+    assert media_type(sent, name) == stored

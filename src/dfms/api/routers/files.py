@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import mimetypes
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -159,11 +158,8 @@ async def upload(request: Request, ctx: Ctx, user: CurrentUser) -> FileEnvelope:
         folder = request.headers.get("x-folder-id") or None
         await uploads.check_target(user.user_id, folder)
         staged = await uploads.stage(user.user_id, _body(request, ctx.settings.server.read_timeout))
-        mime = ctype.split(";")[0].strip() or None
-        if mime in (None, "application/x-www-form-urlencoded"):
-            mime = None
-    if mime in (None, "", "application/octet-stream"):
-        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        # curl -d/--data-binary without -H sends this for any file: no information
+        mime = None if ctype.startswith("application/x-www-form-urlencoded") else ctype
     view = await uploads.commit(user.user_id, staged, name=name, folder_id=folder, mime_type=mime)
     return FileEnvelope(file=_out(view))
 
