@@ -222,6 +222,25 @@ async def test_non_ascii_name_content_disposition(client: httpx.AsyncClient) -> 
     assert "filename*=UTF-8''r%C3%A9sum%C3%A9" in cd and 'filename="r_sum_' in cd
 
 
+@pytest.mark.parametrize(
+    "header", [b"UTF-8''%FF.txt", b"utf-8''%e2%82", b"caf\xe9.txt", b"UTF-8''a%00b", b"UTF-8''"]
+)
+async def test_undecodable_or_invalid_header_name_is_400(
+    client: httpx.AsyncClient, header: bytes
+) -> None:
+    """X-File-Name that is not UTF-8 once decoded (raw or RFC 8187 percent-encoded; the latter
+    was a 500), or decodes to an invalid name, is 400 VALIDATION_FAILED and stores nothing."""
+    auth = await register(client)
+    r = await client.post(
+        f"{API}/files/upload",
+        content=b"data",
+        headers={**auth, "X-File-Name": header, "Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "VALIDATION_FAILED", r.text
+    r = await client.get(f"{API}/files", headers=auth)
+    assert r.json()["total"] == 0
+
+
 async def test_list_get_delete_usage(client: httpx.AsyncClient) -> None:
     """Listing paginates; delete hides the file and gives the usage back."""
     auth = await register(client)

@@ -61,9 +61,9 @@ def _header_text(request: Request, name: str) -> str | None:
     raw = request.headers.get(name)
     if raw is None:
         return None
-    if raw.lower().startswith("utf-8''"):
-        return urllib.parse.unquote(raw[7:], errors="strict")
     try:
+        if raw.lower().startswith("utf-8''"):
+            return urllib.parse.unquote(raw[7:], errors="strict")
         return raw.encode("latin-1").decode("utf-8")
     except UnicodeError as exc:
         raise ValidationFailed(f"{name} is not valid UTF-8") from exc
