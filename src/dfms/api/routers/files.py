@@ -136,7 +136,12 @@ async def _body(request: Request, read_timeout: float) -> AsyncIterator[bytes]:
 )
 async def upload(request: Request, ctx: Ctx, user: CurrentUser) -> FileEnvelope:
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > ctx.settings.upload.max_size:
+    if (
+        length is not None
+        and length.isascii()
+        and length.isdigit()
+        and int(length) > ctx.settings.upload.max_size
+    ):
         raise FileTooLarge(
             f"file exceeds the maximum upload size of {ctx.settings.upload.max_size} bytes"
         )

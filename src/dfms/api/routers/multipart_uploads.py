@@ -70,7 +70,12 @@ async def put_part(
     user: CurrentUser,
 ) -> PartUploadOut:
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > ctx.settings.upload.max_size:
+    if (
+        length is not None
+        and length.isascii()
+        and length.isdigit()
+        and int(length) > ctx.settings.upload.max_size
+    ):
         raise FileTooLarge(
             f"file exceeds the maximum upload size of {ctx.settings.upload.max_size} bytes"
         )
