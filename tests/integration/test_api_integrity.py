@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,35 @@ async def test_one_bad_replica_never_fails_a_download(ctx3: Any) -> None:
         assert r.status_code == 206 and r.content == data[1000:200001]
         reported = {h for h in paths if h in ctx3.repair}
         assert reported, "bad replicas were not reported for repair"
+
+
+async def test_head_download_reads_no_chunk(client: httpx.AsyncClient, ctx: Any) -> None:
+    """HEAD answers with exactly the headers of the GET (size, type, checksum, ETag, range) and
+    no body, without reading a chunk: with every chunk file gone it still answers 200 (the GET
+    is a 503), and a version's HEAD likewise. Missing files are 404 with no body."""
+    auth = await register(client)
+    data = os.urandom(300_000)
+    f = (await upload(client, auth, data, name="head.pdf")).json()["file"]
+    url = f"{API}/files/{f['id']}/download"
+    get = await client.get(url, headers=auth)
+    for paths in chunk_paths(ctx).values():
+        for p in paths:
+            p.unlink()
+    head = await client.head(url, headers=auth)
+    assert head.status_code == 200 and head.content == b""
+    for name in ("content-length", "content-type", "etag", "x-checksum-sha256", "last-modified"):
+        assert head.headers[name] == get.headers[name], name
+    assert head.headers["content-length"] == str(len(data))
+    ranged = await client.head(url, headers={**auth, "Range": "bytes=10-19"})
+    assert (
+        ranged.status_code == 206 and ranged.headers["content-range"] == f"bytes 10-19/{len(data)}"
+    )
+    assert ranged.headers["content-length"] == "10"
+    cached = await client.head(url, headers={**auth, "If-None-Match": get.headers["etag"]})
+    assert cached.status_code == 304
+    version = await client.head(f"{API}/files/{f['id']}/versions/1/download", headers=auth)
+    assert version.status_code == 200 and version.headers["content-length"] == str(len(data))
+    assert (await client.get(url, headers=auth)).status_code == 503
+    missing = await client.head(f"{API}/files/{uuid.uuid4()}/download", headers=auth)
+    assert missing.status_code == 404 and missing.content == b""
+    assert (await client.head(url)).status_code == 401

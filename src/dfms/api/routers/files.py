@@ -205,8 +205,15 @@ def content_disposition(name: str) -> str:
 
 
 async def download_response(
-    ctx: Ctx, d: Download, range_header: str | None, if_none_match: str | None
+    ctx: Ctx,
+    d: Download,
+    range_header: str | None,
+    if_none_match: str | None,
+    *,
+    head: bool = False,
 ) -> Response:
+    """The response of a download (GET) or of its headers alone (HEAD: same status and headers,
+    Content-Length included, no chunk is read)."""
     headers = {
         "ETag": d.etag,
         "Accept-Ranges": "bytes",
@@ -228,6 +235,8 @@ async def download_response(
     if rng:
         headers["Content-Range"] = f"bytes {start}-{end}/{d.size}"
     headers["Content-Length"] = str(max(0, end - start + 1))
+    if head:
+        return Response(status_code=status, headers=headers, media_type=d.mime_type)
     body = ctx.files.stream(d, start, end)
     # Fetch and verify the first chunk before committing to a 200: a file with no readable
     # replica then gets a clean 503 instead of a truncated body.
@@ -258,6 +267,23 @@ async def download(
 ) -> Response:
     d = await ctx.files.open_download(user.user_id, file_id)
     return await download_response(ctx, d, range_header, if_none_match)
+
+
+@router.head(
+    "/files/{file_id}/download",
+    responses={**E, **download_responses("No body: the headers a GET would send")},
+    response_class=Response,
+    summary="A download's headers (size, type, checksum, ETag), reading no chunk",
+)
+async def download_head(
+    file_id: str,
+    ctx: Ctx,
+    user: CurrentUser,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    d = await ctx.files.open_download(user.user_id, file_id)
+    return await download_response(ctx, d, range_header, if_none_match, head=True)
 
 
 @router.get("/storage/usage", response_model=UsageOut, responses=E, tags=["storage"])

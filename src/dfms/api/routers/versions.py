@@ -64,6 +64,27 @@ async def download_version(
     return await download_response(ctx, d, range_header, if_none_match)
 
 
+@router.head(
+    "/files/{file_id}/versions/{number}/download",
+    responses={
+        **error_responses(400, 401, 404, 416, 429, 503),
+        **download_responses("No body: the headers a GET would send"),
+    },
+    response_class=Response,
+    summary="A version download's headers, reading no chunk",
+)
+async def download_version_head(
+    file_id: str,
+    number: Number,
+    ctx: Ctx,
+    user: CurrentUser,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    d = await ctx.files.open_download(user.user_id, file_id, version=number)
+    return await download_response(ctx, d, range_header, if_none_match, head=True)
+
+
 @router.delete(
     "/files/{file_id}/versions/{number}",
     status_code=204,
