@@ -454,7 +454,7 @@ async def test_unknown_route_envelope(client: httpx.AsyncClient) -> None:
         ("OPTIONS", "/files/{id}", "DELETE, GET, PATCH"),
         ("PUT", "/folders/{id}", "DELETE, PATCH"),
         ("POST", "/files/upload/multipart/{id}", "DELETE, GET"),
-        ("POST", "/files/{id}/versions/3/download", "GET"),
+        ("POST", "/files/{id}/versions/3/download", "GET, HEAD"),
         ("PUT", "/files", "GET"),
         # a literal path wins over a template that also matches it
         ("PUT", "/folders/root", "GET"),

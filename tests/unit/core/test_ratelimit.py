@@ -214,8 +214,12 @@ def test_route_tier_covers_the_apps_upload_and_download_routes() -> None:
                 found[tier].add((method.upper(), path))
     assert found[Tier.UPLOAD] == upload
     assert found[Tier.DOWNLOAD] == {
-        ("GET", "/api/v1/files/{file_id}/download"),
-        ("GET", "/api/v1/files/{file_id}/versions/{number}/download"),
+        (method, path)
+        for method in ("GET", "HEAD")
+        for path in (
+            "/api/v1/files/{file_id}/download",
+            "/api/v1/files/{file_id}/versions/{number}/download",
+        )
     }
 
 
