@@ -205,6 +205,34 @@ async def test_range_requests(client: httpx.AsyncClient) -> None:
     assert r.status_code == 304 and r.content == b""
 
 
+async def test_if_range_applies_a_range_only_to_unchanged_content(
+    client: httpx.AsyncClient,
+) -> None:
+    """RFC 9110 If-Range: a client resuming a download gets 206 only while the file is still
+    what it had (strong ETag, or exactly its Last-Modified date); once the file has a new
+    version, or for a weak or unparseable validator, it gets the whole new file (200), never a
+    range of other bytes spliced onto its partial copy."""
+    auth = await register(client)
+    old = os.urandom(50_000)
+    f = (await upload(client, auth, old, name="resume.bin")).json()["file"]
+    url = f"{API}/files/{f['id']}/download"
+    first = await client.get(url, headers=auth)
+    etag, modified = first.headers["etag"], first.headers["last-modified"]
+    for validator in (etag, modified):
+        r = await client.get(url, headers={**auth, "Range": "bytes=100-", "If-Range": validator})
+        assert r.status_code == 206 and r.content == old[100:], validator
+    for validator in (f"W/{etag}", '"0000"', "Mon, 01 Jan 2001 00:00:00 GMT", "garbage"):
+        r = await client.get(url, headers={**auth, "Range": "bytes=100-", "If-Range": validator})
+        assert r.status_code == 200 and r.content == old, validator
+    new = os.urandom(40_000)
+    assert (await upload(client, auth, new, name="resume.bin")).status_code == 201
+    r = await client.get(url, headers={**auth, "Range": "bytes=100-", "If-Range": etag})
+    assert r.status_code == 200 and r.content == new
+    assert "content-range" not in r.headers
+    head = await client.head(url, headers={**auth, "Range": "bytes=100-", "If-Range": etag})
+    assert head.status_code == 200 and head.headers["content-length"] == str(len(new))
+
+
 async def test_non_ascii_name_content_disposition(client: httpx.AsyncClient) -> None:
     """A non-ASCII name round-trips and is sent per RFC 6266 (filename*)."""
     auth = await register(client)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import uuid
 from collections import Counter, deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -183,6 +184,24 @@ class FileService:
                 media_type(v.mime_type, entry.name),
                 v.created_at,
             )
+
+    @staticmethod
+    def if_range_matches(validator: str, d: Download) -> bool:
+        """RFC 9110 ``If-Range``: does the client's validator still describe this content? An
+        entity tag matches only if it is the strong ETag itself; a date only if it is exactly
+        the Last-Modified time (to the second). Anything else does not match, so the client
+        gets the whole file rather than a range of different bytes."""
+        value = validator.strip()
+        if value.startswith('"') or value.startswith("W/"):
+            return value == d.etag
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return False
+        modified = d.modified if d.modified.tzinfo else d.modified.replace(tzinfo=UTC)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when == modified.replace(microsecond=0)
 
     @staticmethod
     def resolve_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
@@ -204,16 +205,39 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quoted}"
 
 
+@dataclass(frozen=True, slots=True)
+class Conditions:
+    """The request headers a download answers to."""
+
+    range: str | None
+    if_none_match: str | None
+    if_range: str | None
+
+
+def _conditions(
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    if_range: Annotated[
+        str | None,
+        Header(
+            alias="If-Range",
+            description="An ETag or HTTP date: Range applies only if the file still matches it "
+            "(else the whole file, 200)",
+        ),
+    ] = None,
+) -> Conditions:
+    return Conditions(range_header, if_none_match, if_range)
+
+
+DownloadConditions = Annotated[Conditions, Depends(_conditions)]
+
+
 async def download_response(
-    ctx: Ctx,
-    d: Download,
-    range_header: str | None,
-    if_none_match: str | None,
-    *,
-    head: bool = False,
+    ctx: Ctx, d: Download, cond: Conditions, *, head: bool = False
 ) -> Response:
     """The response of a download (GET) or of its headers alone (HEAD: same status and headers,
     Content-Length included, no chunk is read)."""
+    if_none_match = cond.if_none_match
     headers = {
         "ETag": d.etag,
         "Accept-Ranges": "bytes",
@@ -226,6 +250,9 @@ async def download_response(
         if_none_match.strip() == "*" or d.etag in [t.strip() for t in if_none_match.split(",")]
     ):
         return Response(status_code=304, headers=headers)
+    range_header = cond.range
+    if cond.if_range is not None and not ctx.files.if_range_matches(cond.if_range, d):
+        range_header = None  # the file changed since the client's partial copy: send it whole
     try:
         rng = ctx.files.resolve_range(range_header, d.size)
     except RangeNotSatisfiable as exc:
@@ -262,11 +289,10 @@ async def download(
     file_id: str,
     ctx: Ctx,
     user: CurrentUser,
-    range_header: Annotated[str | None, Header(alias="Range")] = None,
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    cond: DownloadConditions,
 ) -> Response:
     d = await ctx.files.open_download(user.user_id, file_id)
-    return await download_response(ctx, d, range_header, if_none_match)
+    return await download_response(ctx, d, cond)
 
 
 @router.head(
@@ -279,11 +305,10 @@ async def download_head(
     file_id: str,
     ctx: Ctx,
     user: CurrentUser,
-    range_header: Annotated[str | None, Header(alias="Range")] = None,
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    cond: DownloadConditions,
 ) -> Response:
     d = await ctx.files.open_download(user.user_id, file_id)
-    return await download_response(ctx, d, range_header, if_none_match, head=True)
+    return await download_response(ctx, d, cond, head=True)
 
 
 @router.get("/storage/usage", response_model=UsageOut, responses=E, tags=["storage"])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Path, Response
 
 from dfms.api.deps import Ctx, CurrentUser
+from dfms.api.routers.files import DownloadConditions, download_response
 from dfms.api.routers.files import _out as file_out
-from dfms.api.routers.files import download_response
 from dfms.api.schemas import (
     FileEnvelope,
     VersionListOut,
@@ -57,11 +57,10 @@ async def download_version(
     number: Number,
     ctx: Ctx,
     user: CurrentUser,
-    range_header: Annotated[str | None, Header(alias="Range")] = None,
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    cond: DownloadConditions,
 ) -> Response:
     d = await ctx.files.open_download(user.user_id, file_id, version=number)
-    return await download_response(ctx, d, range_header, if_none_match)
+    return await download_response(ctx, d, cond)
 
 
 @router.head(
@@ -78,11 +77,10 @@ async def download_version_head(
     number: Number,
     ctx: Ctx,
     user: CurrentUser,
-    range_header: Annotated[str | None, Header(alias="Range")] = None,
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    cond: DownloadConditions,
 ) -> Response:
     d = await ctx.files.open_download(user.user_id, file_id, version=number)
-    return await download_response(ctx, d, range_header, if_none_match, head=True)
+    return await download_response(ctx, d, cond, head=True)
 
 
 @router.delete(
