@@ -8,7 +8,8 @@ knows about HTTP beyond this number.
 
     DFMSError (INTERNAL_ERROR, 500)
     ├── ValidationFailed (VALIDATION_FAILED, 400)
-    │   └── InvalidFileName (VALIDATION_FAILED, 400)
+    │   ├── InvalidFileName (VALIDATION_FAILED, 400)
+    │   └── ChecksumMismatch (CHECKSUM_MISMATCH, 400)
     ├── ConfigError (CONFIG_INVALID, 500)
     ├── AuthError (401)
     │   ├── AuthTokenMissing (AUTH_TOKEN_MISSING)
@@ -69,6 +70,14 @@ class ValidationFailed(DFMSError):
 
 class InvalidFileName(ValidationFailed):
     default_message = "invalid file name"
+
+
+class ChecksumMismatch(ValidationFailed):
+    """The body received does not hash to the SHA-256 the client declared; nothing was
+    committed."""
+
+    code = "CHECKSUM_MISMATCH"
+    default_message = "the uploaded bytes do not match the declared SHA-256"
 
 
 class UploadAborted(DFMSError):

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dfms.chunking import Chunk, ChunkParams, ChunkPipeline
 from dfms.chunking.prefetch import prefetch, read_ahead
 from dfms.errors import (
+    ChecksumMismatch,
     FileTooLarge,
     FolderNotFound,
     NameConflict,
@@ -291,12 +292,19 @@ class UploadService:
         folder_id: str | uuid.UUID | None,
         mime_type: str | None,
         finalize: Callable[[AsyncSession], Awaitable[None]] | None = None,
+        expected_sha256: str | None = None,
     ) -> FileView:
         """Make the staged content visible as a new file or a new version, atomically.
         ``finalize`` runs last inside the same transaction (multipart completion uses it to
-        retire its session)."""
+        retire its session). ``expected_sha256`` (lowercase hex, what the client declared)
+        must equal the staged content's SHA-256, or nothing is committed."""
         committed = False
         try:
+            if expected_sha256 is not None and expected_sha256 != staged.sha256:
+                raise ChecksumMismatch(
+                    f"the uploaded bytes hash to {staged.sha256}, "
+                    f"not the declared {expected_sha256}"
+                )
             name = validate_name(name)
             mime = media_type(mime_type, name)
             for attempt in range(3):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -70,6 +72,41 @@ def _header_text(request: Request, name: str) -> str | None:
         raise ValidationFailed(f"{name} is not valid UTF-8") from exc
 
 
+def _declared_sha256(request: Request, form: bool) -> str | None:
+    """The file's SHA-256 the client declared, lowercase hex: ``X-Checksum-SHA256: <hex>`` (the
+    header downloads send), or for a raw body RFC 9530 ``Content-Digest: sha-256=:<base64>:``
+    (other algorithms in it are ignored). None if neither is sent."""
+    hex_value = request.headers.get("x-checksum-sha256")
+    digest = request.headers.get("content-digest")
+    declared: set[str] = set()
+    if hex_value is not None:
+        value = hex_value.strip().lower()
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise ValidationFailed("X-Checksum-SHA256 must be 64 hexadecimal digits")
+        declared.add(value)
+    if digest is not None:
+        if form:
+            # a form body's Content-Digest covers the form encoding, not the file
+            raise ValidationFailed("Content-Digest applies to raw uploads; use X-Checksum-SHA256")
+        for item in digest.split(","):
+            algorithm, eq, value = item.strip().partition("=")
+            if algorithm.strip().lower() != "sha-256":
+                continue
+            value = value.strip()
+            try:
+                if not eq or len(value) < 2 or value[0] != ":" or value[-1] != ":":
+                    raise ValueError
+                raw = base64.b64decode(value[1:-1], validate=True)
+            except (ValueError, binascii.Error):
+                raise ValidationFailed("Content-Digest sha-256 must be :base64:") from None
+            if len(raw) != 32:
+                raise ValidationFailed("Content-Digest sha-256 must be 32 bytes")
+            declared.add(raw.hex())
+    if len(declared) > 1:
+        raise ValidationFailed("X-Checksum-SHA256 and Content-Digest declare different SHA-256s")
+    return declared.pop() if declared else None
+
+
 async def _body(request: Request, read_timeout: float) -> AsyncIterator[bytes]:
     """The request body; a client that sends nothing for ``read_timeout`` seconds gets 408 and
     one that disconnects aborts the upload (nothing is committed either way)."""
@@ -112,6 +149,22 @@ async def _body(request: Request, read_timeout: float) -> AsyncIterator[bytes]:
                 "schema": {"type": "string"},
                 "description": "Raw body: the target folder's id; absent or empty: the root",
             },
+            {
+                "name": "X-Checksum-SHA256",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                "description": "The file's SHA-256 (hex): if the bytes received hash otherwise, "
+                "400 CHECKSUM_MISMATCH and nothing is stored",
+            },
+            {
+                "name": "Content-Digest",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "Raw body only, RFC 9530: sha-256=:<base64>: is checked like "
+                "X-Checksum-SHA256; other algorithms are ignored",
+            },
         ],
         "requestBody": {
             "required": True,
@@ -148,7 +201,9 @@ async def upload(request: Request, ctx: Ctx, user: CurrentUser) -> FileEnvelope:
         )
     ctype = request.headers.get("content-type", "")
     uploads = ctx.uploads
-    if ctype.lower().startswith("multipart/form-data"):
+    form = ctype.lower().startswith("multipart/form-data")
+    expected = _declared_sha256(request, form)
+    if form:
         reader = MultipartFileReader(_body(request, ctx.settings.server.read_timeout), ctype)
         await reader.open()
         name = reader.filename or ""
@@ -166,7 +221,14 @@ async def upload(request: Request, ctx: Ctx, user: CurrentUser) -> FileEnvelope:
         staged = await uploads.stage(user.user_id, _body(request, ctx.settings.server.read_timeout))
         # curl -d/--data-binary without -H sends this for any file: no information
         mime = None if ctype.startswith("application/x-www-form-urlencoded") else ctype
-    view = await uploads.commit(user.user_id, staged, name=name, folder_id=folder, mime_type=mime)
+    view = await uploads.commit(
+        user.user_id,
+        staged,
+        name=name,
+        folder_id=folder,
+        mime_type=mime,
+        expected_sha256=expected,
+    )
     return FileEnvelope(file=_out(view))
 
 
