@@ -118,6 +118,12 @@ def curl_download(url: str, token: str, file_id: str) -> tuple[float, int]:
     return dt, int(out.strip())
 
 
+def curl_post_file(url: str, path: Path) -> tuple[float, str]:
+    """POST the file as the raw body with curl (no Expect: 100-continue round trip)."""
+    assert CURL
+    return timed([CURL, "-sS", "-X", "POST", url, "-H", "Expect:", "-T", str(path)])
+
+
 class _Discard(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         left = int(self.headers.get("Content-Length", "0"))
@@ -139,19 +145,7 @@ def plain_upload(path: Path) -> tuple[float, float]:
     try:
         assert CURL
         cpu0 = children_cpu()
-        dt, _ = timed(
-            [
-                CURL,
-                "-sS",
-                "-X",
-                "POST",
-                f"http://127.0.0.1:{port}/",
-                "-H",
-                "Expect:",
-                "-T",
-                str(path),
-            ]
-        )
+        dt, _ = curl_post_file(f"http://127.0.0.1:{port}/", path)
         return dt, children_cpu() - cpu0
     finally:
         srv.shutdown()
@@ -268,19 +262,7 @@ def granian_receive(path: Path) -> float:
                 time.sleep(0.05)
         cpu0 = tree_cpu_seconds(proc.pid)
         assert CURL
-        _, out = timed(
-            [
-                CURL,
-                "-sS",
-                "-X",
-                "POST",
-                f"http://127.0.0.1:{port}/",
-                "-H",
-                "Expect:",
-                "-T",
-                str(path),
-            ]
-        )
+        _, out = curl_post_file(f"http://127.0.0.1:{port}/", path)
         cpu = tree_cpu_seconds(proc.pid) - cpu0
         assert int(out) == path.stat().st_size, out
         return cpu
