@@ -436,3 +436,30 @@ async def test_gc_pass_expires_sessions_and_collects_their_parts(
     assert after == live and after < before
     r = await client.get(f"{API}/files/{kept.json()['file']['id']}/download", headers=auth)
     assert r.status_code == 200 and len(r.content) == 50_000
+
+
+async def test_declared_sha256_is_checked_at_completion(client: httpx.AsyncClient) -> None:
+    """A SHA-256 announced at init: completion with other bytes is 400 CHECKSUM_MISMATCH, commits
+    nothing and keeps the session (status shows the declaration), so re-sending the bad part
+    and completing again succeeds. A malformed declaration is refused at init."""
+    auth = await register(client)
+    data = os.urandom(3 * MIN_PART)
+    sha = hashlib.sha256(data).hexdigest()
+    uid = await init(client, auth, sha256=sha.upper())
+    parts = parts_of(data, MIN_PART)
+    for n, part in enumerate(parts, 1):
+        bad = part if n != 2 else bytes(len(part))  # part 2 "corrupted on the way"
+        assert (await put(client, auth, uid, n, bad)).status_code == 200
+    r = await complete(client, auth, uid)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "CHECKSUM_MISMATCH", r.text
+    assert (await client.get(f"{API}/files", headers=auth)).json()["total"] == 0
+    status = await client.get(f"{MP}/{uid}", headers=auth)
+    assert status.status_code == 200 and status.json()["sha256"] == sha
+    assert (await put(client, auth, uid, 2, parts[1])).status_code == 200
+    r = await complete(client, auth, uid)
+    assert r.status_code == 201 and r.json()["file"]["checksum"] == sha
+    for bad_decl in ("abc", "z" * 64):
+        r = await client.post(
+            f"{MP}/init", json={"file_name": "x.bin", "sha256": bad_decl}, headers=auth
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "VALIDATION_FAILED"

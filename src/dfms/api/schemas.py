@@ -242,6 +242,12 @@ class MultipartInitIn(_In):
     file_size: int | None = Field(
         default=None, ge=0, description="Announced size; completion checks it"
     )
+    sha256: str | None = Field(
+        default=None,
+        pattern="^[0-9a-fA-F]{64}$",
+        description="The whole file's SHA-256 (hex); completion refuses other bytes with 400 "
+        "CHECKSUM_MISMATCH and keeps the session, so a bad part can be sent again",
+    )
     folder_id: str | None = Field(default=None, description="Target folder; null: the root")
 
 
@@ -272,6 +278,7 @@ class MultipartStatusOut(BaseModel):
     folder_id: uuid.UUID | None
     mime_type: str | None
     file_size: int | None
+    sha256: str | None = Field(description="The SHA-256 announced at init, if any")
     created_at: datetime
     expires_at: datetime
     parts: list[PartOut]

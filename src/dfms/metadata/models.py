@@ -287,6 +287,8 @@ class UploadSession(Base):
     mime_type: Mapped[str | None] = mapped_column(String(255), nullable=True)
     #: Size announced by the client, checked at completion (optional).
     file_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: SHA-256 of the whole file announced by the client (lowercase hex), checked at completion.
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 

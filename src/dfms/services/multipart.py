@@ -79,6 +79,7 @@ class SessionView:
     folder_id: uuid.UUID | None
     mime_type: str | None
     file_size: int | None
+    sha256: str | None
     created_at: datetime
     expires_at: datetime
     parts: list[PartView]
@@ -125,6 +126,7 @@ class MultipartService:
         file_name: str,
         mime_type: str | None = None,
         file_size: int | None = None,
+        sha256: str | None = None,
         folder_id: str | uuid.UUID | None = None,
     ) -> SessionView:
         name = validate_name(file_name)
@@ -139,6 +141,11 @@ class MultipartService:
                 raise QuotaExceeded()
         await self.uploads.check_target(user_id, folder_id or None)
         mime = media_type(mime_type, name)
+        declared = None
+        if sha256 is not None:
+            declared = sha256.strip().lower()
+            if len(declared) != 64 or any(c not in "0123456789abcdef" for c in declared):
+                raise ValidationFailed("sha256 must be 64 hexadecimal digits")
         await self.expire_sessions()
         now = self.clock()
         async with self.db.write() as s:
@@ -149,6 +156,7 @@ class MultipartService:
                     folder_id=parse_id(folder_id, FolderNotFound) if folder_id else None,
                     mime_type=mime,
                     file_size=file_size,
+                    sha256=declared,
                     created_at=now,
                     expires_at=now + timedelta(seconds=self.session_ttl),
                 )
@@ -289,6 +297,7 @@ class MultipartService:
                     folder_id=upload.folder_id,
                     mime_type=upload.mime_type,
                     finalize=finalize,
+                    expected_sha256=upload.sha256,
                 )
             except _PartsChanged:
                 continue
@@ -406,6 +415,7 @@ class MultipartService:
             folder_id=upload.folder_id,
             mime_type=upload.mime_type,
             file_size=upload.file_size,
+            sha256=upload.sha256,
             created_at=upload.created_at,
             expires_at=upload.expires_at,
             parts=[_part_view(p) for p in parts],

@@ -43,6 +43,7 @@ async def init(body: MultipartInitIn, ctx: Ctx, user: CurrentUser) -> MultipartI
         file_name=body.file_name,
         mime_type=body.mime_type,
         file_size=body.file_size,
+        sha256=body.sha256,
         folder_id=body.folder_id or None,
     )
     return MultipartInitOut(upload_id=s.upload_id, file_name=s.file_name, expires_at=s.expires_at)
@@ -99,6 +100,7 @@ async def status(upload_id: str, ctx: Ctx, user: CurrentUser) -> MultipartStatus
         folder_id=s.folder_id,
         mime_type=s.mime_type,
         file_size=s.file_size,
+        sha256=s.sha256,
         created_at=s.created_at,
         expires_at=s.expires_at,
         parts=[_part(p) for p in s.parts],
