@@ -4,6 +4,7 @@ concurrently, re-sent parts, status, complete, abort, expiry, ownership, size an
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import uuid
@@ -463,3 +464,38 @@ async def test_declared_sha256_is_checked_at_completion(client: httpx.AsyncClien
             f"{MP}/init", json={"file_name": "x.bin", "sha256": bad_decl}, headers=auth
         )
         assert r.status_code == 400 and r.json()["error"]["code"] == "VALIDATION_FAILED"
+
+
+async def test_part_with_a_declared_sha256(client: httpx.AsyncClient) -> None:
+    """A part may carry its own SHA-256 (X-Checksum-SHA256 or Content-Digest): a part that
+    arrives otherwise is 400 CHECKSUM_MISMATCH and not recorded (an earlier copy of that part
+    stays); a matching one is recorded as usual."""
+    auth = await register(client)
+    uid = await init(client, auth)
+    good = os.urandom(MIN_PART)
+    sha = hashlib.sha256(good).hexdigest()
+    r = await client.put(
+        f"{MP}/{uid}/part/1",
+        content=good,
+        headers={**auth, "Content-Type": "application/octet-stream", "X-Checksum-SHA256": sha},
+    )
+    assert r.status_code == 200 and r.json()["part"]["checksum"] == sha
+    digest = base64.b64encode(hashlib.sha256(good + b"!").digest()).decode()
+    r = await client.put(
+        f"{MP}/{uid}/part/1",
+        content=bytes(MIN_PART),
+        headers={
+            **auth,
+            "Content-Type": "application/octet-stream",
+            "Content-Digest": f"sha-256=:{digest}:",
+        },
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "CHECKSUM_MISMATCH", r.text
+    parts = (await client.get(f"{MP}/{uid}", headers=auth)).json()["parts"]
+    assert [(p["number"], p["checksum"]) for p in parts] == [(1, sha)]
+    r = await client.put(
+        f"{MP}/{uid}/part/2",
+        content=b"x",
+        headers={**auth, "Content-Type": "application/octet-stream", "X-Checksum-SHA256": "1"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "VALIDATION_FAILED"

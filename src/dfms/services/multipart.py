@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dfms.errors import (
+    ChecksumMismatch,
     FileTooLarge,
     FolderNotFound,
     QuotaExceeded,
@@ -195,11 +196,15 @@ class MultipartService:
         upload_id: str | uuid.UUID,
         number: int,
         body: AsyncIterable[bytes],
+        *,
+        expected_sha256: str | None = None,
     ) -> PartReceipt:
         """Stream one part into storage and record it (replacing an earlier one with the same
         number). Refused with 404 before reading the body when the session is not the user's
         or has expired; 413 as soon as the session would exceed the size cap or the quota
-        (parts of open sessions count against the quota while they exist)."""
+        (parts of open sessions count against the quota while they exist); 400
+        CHECKSUM_MISMATCH, recording nothing, when the part does not hash to
+        ``expected_sha256`` (what the client declared for this part)."""
         if not 1 <= number <= MAX_PARTS:
             raise ValidationFailed(f"part numbers are 1 to {MAX_PARTS}")
         async with self.db.read() as s:
@@ -221,6 +226,10 @@ class MultipartService:
         )
         committed = False
         try:
+            if expected_sha256 is not None and expected_sha256 != staged.sha256:
+                raise ChecksumMismatch(
+                    f"part {number} hashes to {staged.sha256}, not the declared {expected_sha256}"
+                )
             async with self.db.write() as s:
                 # First statement: take the GC gate and turn the staging pins into references.
                 await self.uploads.claim_pins(s, staged)

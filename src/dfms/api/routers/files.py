@@ -9,7 +9,7 @@ import contextlib
 import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -72,7 +72,7 @@ def _header_text(request: Request, name: str) -> str | None:
         raise ValidationFailed(f"{name} is not valid UTF-8") from exc
 
 
-def _declared_sha256(request: Request, form: bool) -> str | None:
+def declared_sha256(request: Request, form: bool) -> str | None:
     """The file's SHA-256 the client declared, lowercase hex: ``X-Checksum-SHA256: <hex>`` (the
     header downloads send), or for a raw body RFC 9530 ``Content-Digest: sha-256=:<base64>:``
     (other algorithms in it are ignored). None if neither is sent."""
@@ -105,6 +105,34 @@ def _declared_sha256(request: Request, form: bool) -> str | None:
     if len(declared) > 1:
         raise ValidationFailed("X-Checksum-SHA256 and Content-Digest declare different SHA-256s")
     return declared.pop() if declared else None
+
+
+#: OpenAPI header parameters of the uploads that check a declared SHA-256 (``declared_sha256``).
+CHECKSUM_HEADERS: list[dict[str, Any]] = [
+    {
+        "name": "X-Checksum-SHA256",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+        "description": "The SHA-256 of the bytes sent (hex): if what arrives hashes otherwise, "
+        "400 CHECKSUM_MISMATCH and nothing is stored",
+    },
+    {
+        "name": "Content-Digest",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "Raw body only, RFC 9530: sha-256=:<base64>: is checked like "
+        "X-Checksum-SHA256; other algorithms are ignored",
+    },
+]
+
+
+def refuse_declared_oversize(request: Request, max_size: int) -> None:
+    """413 before reading a body whose Content-Length already exceeds the upload cap."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isascii() and length.isdigit() and int(length) > max_size:
+        raise FileTooLarge(f"file exceeds the maximum upload size of {max_size} bytes")
 
 
 async def _body(request: Request, read_timeout: float) -> AsyncIterator[bytes]:
@@ -149,22 +177,7 @@ async def _body(request: Request, read_timeout: float) -> AsyncIterator[bytes]:
                 "schema": {"type": "string"},
                 "description": "Raw body: the target folder's id; absent or empty: the root",
             },
-            {
-                "name": "X-Checksum-SHA256",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
-                "description": "The file's SHA-256 (hex): if the bytes received hash otherwise, "
-                "400 CHECKSUM_MISMATCH and nothing is stored",
-            },
-            {
-                "name": "Content-Digest",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string"},
-                "description": "Raw body only, RFC 9530: sha-256=:<base64>: is checked like "
-                "X-Checksum-SHA256; other algorithms are ignored",
-            },
+            *CHECKSUM_HEADERS,
         ],
         "requestBody": {
             "required": True,
@@ -189,20 +202,11 @@ async def _body(request: Request, read_timeout: float) -> AsyncIterator[bytes]:
     summary="Upload a file (raw body with X-File-Name, or multipart/form-data field `file`)",
 )
 async def upload(request: Request, ctx: Ctx, user: CurrentUser) -> FileEnvelope:
-    length = request.headers.get("content-length")
-    if (
-        length is not None
-        and length.isascii()
-        and length.isdigit()
-        and int(length) > ctx.settings.upload.max_size
-    ):
-        raise FileTooLarge(
-            f"file exceeds the maximum upload size of {ctx.settings.upload.max_size} bytes"
-        )
+    refuse_declared_oversize(request, ctx.settings.upload.max_size)
     ctype = request.headers.get("content-type", "")
     uploads = ctx.uploads
     form = ctype.lower().startswith("multipart/form-data")
-    expected = _declared_sha256(request, form)
+    expected = declared_sha256(request, form)
     if form:
         reader = MultipartFileReader(_body(request, ctx.settings.server.read_timeout), ctype)
         await reader.open()

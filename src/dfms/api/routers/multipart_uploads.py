@@ -8,7 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 
 from dfms.api.deps import Ctx, CurrentUser
-from dfms.api.routers.files import _body
+from dfms.api.routers.files import (
+    CHECKSUM_HEADERS,
+    _body,
+    declared_sha256,
+    refuse_declared_oversize,
+)
 from dfms.api.routers.files import _out as file_out
 from dfms.api.schemas import (
     FileEnvelope,
@@ -19,7 +24,6 @@ from dfms.api.schemas import (
     PartUploadOut,
     error_responses,
 )
-from dfms.errors import FileTooLarge
 from dfms.services.multipart import MAX_PARTS, PartView
 
 router = APIRouter(prefix="/files/upload/multipart", tags=["multipart"])
@@ -54,12 +58,13 @@ async def init(body: MultipartInitIn, ctx: Ctx, user: CurrentUser) -> MultipartI
     response_model=PartUploadOut,
     responses=E,
     openapi_extra={
+        "parameters": CHECKSUM_HEADERS,
         "requestBody": {
             "required": True,
             "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
             },
-        }
+        },
     },
     summary="Upload part n (raw body); sending a part again replaces it",
 )
@@ -70,18 +75,14 @@ async def put_part(
     ctx: Ctx,
     user: CurrentUser,
 ) -> PartUploadOut:
-    length = request.headers.get("content-length")
-    if (
-        length is not None
-        and length.isascii()
-        and length.isdigit()
-        and int(length) > ctx.settings.upload.max_size
-    ):
-        raise FileTooLarge(
-            f"file exceeds the maximum upload size of {ctx.settings.upload.max_size} bytes"
-        )
+    refuse_declared_oversize(request, ctx.settings.upload.max_size)
+    expected = declared_sha256(request, form=False)
     receipt = await ctx.multipart.put_part(
-        user.user_id, upload_id, number, _body(request, ctx.settings.server.read_timeout)
+        user.user_id,
+        upload_id,
+        number,
+        _body(request, ctx.settings.server.read_timeout),
+        expected_sha256=expected,
     )
     return PartUploadOut(
         upload_id=receipt.upload_id,
