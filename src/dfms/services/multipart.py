@@ -45,7 +45,7 @@ from dfms.metadata.db import Database
 from dfms.metadata.models import UploadPart, UploadSession, utcnow
 from dfms.metadata.multipart_repository import MultipartRepository, PartChunkRow
 from dfms.metadata.repositories import ChunkRepository, UserRepository
-from dfms.services.names import media_type, parse_id, validate_name
+from dfms.services.names import media_type, parse_id, parse_sha256, validate_name
 from dfms.services.uploads import FileView, StagedContent, UploadService
 from dfms.storage.cluster import ReplicatedStore
 
@@ -142,11 +142,7 @@ class MultipartService:
                 raise QuotaExceeded()
         await self.uploads.check_target(user_id, folder_id or None)
         mime = media_type(mime_type, name)
-        declared = None
-        if sha256 is not None:
-            declared = sha256.strip().lower()
-            if len(declared) != 64 or any(c not in "0123456789abcdef" for c in declared):
-                raise ValidationFailed("sha256 must be 64 hexadecimal digits")
+        declared = None if sha256 is None else parse_sha256(sha256, "sha256")
         await self.expire_sessions()
         now = self.clock()
         async with self.db.write() as s:

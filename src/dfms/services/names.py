@@ -7,7 +7,7 @@ import re
 import unicodedata
 import uuid
 
-from dfms.errors import InvalidFileName, NotFound
+from dfms.errors import InvalidFileName, NotFound, ValidationFailed
 
 MAX_NAME_BYTES = 255
 DEFAULT_MIME = "application/octet-stream"
@@ -63,6 +63,14 @@ def media_type(value: str | None, name: str) -> str:
             return whole
         return base
     return mimetypes.guess_type(name)[0] or DEFAULT_MIME
+
+
+def parse_sha256(value: str, what: str) -> str:
+    """A declared SHA-256 as lowercase hex; ValidationFailed unless it is 64 hex digits."""
+    normalized = value.strip().lower()
+    if len(normalized) != 64 or any(c not in "0123456789abcdef" for c in normalized):
+        raise ValidationFailed(f"{what} must be 64 hexadecimal digits")
+    return normalized
 
 
 def bad_chars(value: str, *, allow_newlines: bool) -> bool:

@@ -34,7 +34,7 @@ from dfms.errors import (
     ValidationFailed,
 )
 from dfms.services.files import Download
-from dfms.services.names import validate_name
+from dfms.services.names import parse_sha256, validate_name
 from dfms.services.uploads import FileView
 
 router = APIRouter(tags=["files"])
@@ -80,10 +80,7 @@ def declared_sha256(request: Request, form: bool) -> str | None:
     digest = request.headers.get("content-digest")
     declared: set[str] = set()
     if hex_value is not None:
-        value = hex_value.strip().lower()
-        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-            raise ValidationFailed("X-Checksum-SHA256 must be 64 hexadecimal digits")
-        declared.add(value)
+        declared.add(parse_sha256(hex_value, "X-Checksum-SHA256"))
     if digest is not None:
         if form:
             # a form body's Content-Digest covers the form encoding, not the file
@@ -224,7 +221,7 @@ async def upload(request: Request, ctx: Ctx, user: CurrentUser) -> FileEnvelope:
         await uploads.check_target(user.user_id, folder)
         staged = await uploads.stage(user.user_id, _body(request, ctx.settings.server.read_timeout))
         # curl -d/--data-binary without -H sends this for any file: no information
-        mime = None if ctype.startswith("application/x-www-form-urlencoded") else ctype
+        mime = None if ctype.lower().startswith("application/x-www-form-urlencoded") else ctype
     view = await uploads.commit(
         user.user_id,
         staged,
