@@ -233,6 +233,31 @@ async def test_if_range_applies_a_range_only_to_unchanged_content(
     assert head.status_code == 200 and head.headers["content-length"] == str(len(new))
 
 
+async def test_if_modified_since(client: httpx.AsyncClient) -> None:
+    """If-Modified-Since (RFC 9110): 304 when the file has not changed since that date (Last-
+    Modified at or before it), 200 with the bytes when it has or the date is invalid, and
+    ignored whenever If-None-Match is sent."""
+    auth = await register(client)
+    data = os.urandom(20_000)
+    f = (await upload(client, auth, data, name="ims.bin")).json()["file"]
+    url = f"{API}/files/{f['id']}/download"
+    modified = (await client.head(url, headers=auth)).headers["last-modified"]
+    for since, status in (
+        (modified, 304),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 304),
+        ("Mon, 01 Jan 2001 00:00:00 GMT", 200),
+        ("not a date", 200),
+    ):
+        r = await client.get(url, headers={**auth, "If-Modified-Since": since})
+        assert r.status_code == status, since
+        assert r.content == (data if status == 200 else b""), since
+    # If-None-Match wins: a stale ETag means 200 even with a matching date
+    r = await client.get(
+        url, headers={**auth, "If-Modified-Since": modified, "If-None-Match": '"0000"'}
+    )
+    assert r.status_code == 200 and r.content == data
+
+
 async def test_non_ascii_name_content_disposition(client: httpx.AsyncClient) -> None:
     """A non-ASCII name round-trips and is sent per RFC 6266 (filename*)."""
     auth = await register(client)

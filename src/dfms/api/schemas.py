@@ -60,7 +60,7 @@ def download_responses(what: str) -> dict[int | str, dict[str, Any]]:
     return {
         200: {"content": _BYTES, "description": f"{what} (Content-Type: the file's MIME type)"},
         206: {"content": _BYTES, "description": "The requested byte range"},
-        304: {"description": "Not modified (If-None-Match)"},
+        304: {"description": "Not modified (If-None-Match, or If-Modified-Since without it)"},
     }
 
 

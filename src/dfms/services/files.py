@@ -64,6 +64,21 @@ class Download:
         return f'"{self.sha256}"'
 
 
+def _http_date(value: str) -> datetime | None:
+    """An HTTP date (RFC 9110, IMF-fixdate or the obsolete forms) in UTC; None if invalid."""
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+def _last_modified(d: Download) -> datetime:
+    """The Last-Modified time a download sends: the version's creation, to the second, UTC."""
+    modified = d.modified if d.modified.tzinfo else d.modified.replace(tzinfo=UTC)
+    return modified.replace(microsecond=0)
+
+
 def _view(entry: Entry, v: Version | None) -> FileView:
     return FileView(
         id=entry.id,
@@ -186,6 +201,19 @@ class FileService:
             )
 
     @staticmethod
+    def not_modified(d: Download, if_none_match: str | None, if_modified_since: str | None) -> bool:
+        """RFC 9110 conditional GET: True (answer 304) when ``If-None-Match`` lists the ETag (or
+        is ``*``); only without it, when ``If-Modified-Since`` is a valid date at or after the
+        Last-Modified time (to the second)."""
+        if if_none_match is not None:
+            tags = [t.strip() for t in if_none_match.split(",")]
+            return if_none_match.strip() == "*" or d.etag in tags
+        if if_modified_since is None:
+            return False
+        since = _http_date(if_modified_since)
+        return since is not None and _last_modified(d) <= since
+
+    @staticmethod
     def if_range_matches(validator: str, d: Download) -> bool:
         """RFC 9110 ``If-Range``: does the client's validator still describe this content? An
         entity tag matches only if it is the strong ETag itself; a date only if it is exactly
@@ -194,14 +222,7 @@ class FileService:
         value = validator.strip()
         if value.startswith('"') or value.startswith("W/"):
             return value == d.etag
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return False
-        modified = d.modified if d.modified.tzinfo else d.modified.replace(tzinfo=UTC)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return when == modified.replace(microsecond=0)
+        return _http_date(value) == _last_modified(d)
 
     @staticmethod
     def resolve_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -275,11 +275,16 @@ class Conditions:
     range: str | None
     if_none_match: str | None
     if_range: str | None
+    if_modified_since: str | None
 
 
 def _conditions(
     range_header: Annotated[str | None, Header(alias="Range")] = None,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    if_modified_since: Annotated[
+        str | None,
+        Header(alias="If-Modified-Since", description="Ignored when If-None-Match is sent"),
+    ] = None,
     if_range: Annotated[
         str | None,
         Header(
@@ -289,7 +294,7 @@ def _conditions(
         ),
     ] = None,
 ) -> Conditions:
-    return Conditions(range_header, if_none_match, if_range)
+    return Conditions(range_header, if_none_match, if_range, if_modified_since)
 
 
 DownloadConditions = Annotated[Conditions, Depends(_conditions)]
@@ -300,7 +305,6 @@ async def download_response(
 ) -> Response:
     """The response of a download (GET) or of its headers alone (HEAD: same status and headers,
     Content-Length included, no chunk is read)."""
-    if_none_match = cond.if_none_match
     headers = {
         "ETag": d.etag,
         "Accept-Ranges": "bytes",
@@ -309,9 +313,7 @@ async def download_response(
         "Last-Modified": d.modified.strftime("%a, %d %b %Y %H:%M:%S GMT"),
         "Cache-Control": "private, no-cache",
     }
-    if if_none_match is not None and (
-        if_none_match.strip() == "*" or d.etag in [t.strip() for t in if_none_match.split(",")]
-    ):
+    if ctx.files.not_modified(d, cond.if_none_match, cond.if_modified_since):
         return Response(status_code=304, headers=headers)
     range_header = cond.range
     if cond.if_range is not None and not ctx.files.if_range_matches(cond.if_range, d):
