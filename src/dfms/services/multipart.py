@@ -33,7 +33,6 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dfms.errors import (
-    ChecksumMismatch,
     FileTooLarge,
     FolderNotFound,
     QuotaExceeded,
@@ -222,10 +221,7 @@ class MultipartService:
         )
         committed = False
         try:
-            if expected_sha256 is not None and expected_sha256 != staged.sha256:
-                raise ChecksumMismatch(
-                    f"part {number} hashes to {staged.sha256}, not the declared {expected_sha256}"
-                )
+            staged.require_sha256(expected_sha256, f"the bytes of part {number}")
             async with self.db.write() as s:
                 # First statement: take the GC gate and turn the staging pins into references.
                 await self.uploads.claim_pins(s, staged)

@@ -75,6 +75,12 @@ class StagedContent:
     def new_chunks(self) -> int:
         return len(self.written)
 
+    def require_sha256(self, expected: str | None, what: str = "the uploaded bytes") -> None:
+        """ChecksumMismatch unless ``expected`` (a client's declaration, lowercase hex; None:
+        nothing declared) is this content's SHA-256."""
+        if expected is not None and expected != self.sha256:
+            raise ChecksumMismatch(f"{what} hash to {self.sha256}, not the declared {expected}")
+
     @property
     def dedup_chunks(self) -> int:
         return len(self.chunks) - len(self.written)
@@ -300,11 +306,7 @@ class UploadService:
         must equal the staged content's SHA-256, or nothing is committed."""
         committed = False
         try:
-            if expected_sha256 is not None and expected_sha256 != staged.sha256:
-                raise ChecksumMismatch(
-                    f"the uploaded bytes hash to {staged.sha256}, "
-                    f"not the declared {expected_sha256}"
-                )
+            staged.require_sha256(expected_sha256)
             name = validate_name(name)
             mime = media_type(mime_type, name)
             for attempt in range(3):

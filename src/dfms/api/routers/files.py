@@ -350,30 +350,17 @@ async def download_response(
     responses={**E, **download_responses("The file's bytes")},
     response_class=Response,
 )
-async def download(
-    file_id: str,
-    ctx: Ctx,
-    user: CurrentUser,
-    cond: DownloadConditions,
-) -> Response:
-    d = await ctx.files.open_download(user.user_id, file_id)
-    return await download_response(ctx, d, cond)
-
-
 @router.head(
     "/files/{file_id}/download",
     responses={**E, **download_responses("No body: the headers a GET would send")},
     response_class=Response,
     summary="A download's headers (size, type, checksum, ETag), reading no chunk",
 )
-async def download_head(
-    file_id: str,
-    ctx: Ctx,
-    user: CurrentUser,
-    cond: DownloadConditions,
+async def download(
+    request: Request, file_id: str, ctx: Ctx, user: CurrentUser, cond: DownloadConditions
 ) -> Response:
     d = await ctx.files.open_download(user.user_id, file_id)
-    return await download_response(ctx, d, cond, head=True)
+    return await download_response(ctx, d, cond, head=request.method == "HEAD")
 
 
 @router.get("/storage/usage", response_model=UsageOut, responses=E, tags=["storage"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from dfms.api.deps import Ctx, CurrentUser
 from dfms.api.routers.files import DownloadConditions, download_response
@@ -22,6 +22,7 @@ from dfms.services.names import parse_id
 router = APIRouter(tags=["versions"])
 E = error_responses(400, 401, 404, 413, 429)
 Number = Annotated[int, Path(ge=1, le=2_000_000_000)]
+DOWNLOAD_ERRORS = error_responses(400, 401, 404, 416, 429, 503)
 
 
 @router.get("/files/{file_id}/versions", response_model=VersionListOut, responses=E)
@@ -46,33 +47,17 @@ async def list_versions(file_id: str, ctx: Ctx, user: CurrentUser) -> VersionLis
 
 @router.get(
     "/files/{file_id}/versions/{number}/download",
-    responses={
-        **error_responses(400, 401, 404, 416, 429, 503),
-        **download_responses("The version's bytes"),
-    },
+    responses={**DOWNLOAD_ERRORS, **download_responses("The version's bytes")},
     response_class=Response,
 )
-async def download_version(
-    file_id: str,
-    number: Number,
-    ctx: Ctx,
-    user: CurrentUser,
-    cond: DownloadConditions,
-) -> Response:
-    d = await ctx.files.open_download(user.user_id, file_id, version=number)
-    return await download_response(ctx, d, cond)
-
-
 @router.head(
     "/files/{file_id}/versions/{number}/download",
-    responses={
-        **error_responses(400, 401, 404, 416, 429, 503),
-        **download_responses("No body: the headers a GET would send"),
-    },
+    responses={**DOWNLOAD_ERRORS, **download_responses("No body: the headers a GET would send")},
     response_class=Response,
     summary="A version download's headers, reading no chunk",
 )
-async def download_version_head(
+async def download_version(
+    request: Request,
     file_id: str,
     number: Number,
     ctx: Ctx,
@@ -80,7 +65,7 @@ async def download_version_head(
     cond: DownloadConditions,
 ) -> Response:
     d = await ctx.files.open_download(user.user_id, file_id, version=number)
-    return await download_response(ctx, d, cond, head=True)
+    return await download_response(ctx, d, cond, head=request.method == "HEAD")
 
 
 @router.delete(
